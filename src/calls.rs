@@ -1,0 +1,212 @@
+//! Placing a call: record the attempt, ask AI Studio, record what it answered.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::config::Region;
+use crate::domain::call::{Call, CallState, UpstreamError};
+use crate::domain::call_request::CallRequest;
+use crate::domain::time::{now, parse_timestamp};
+use crate::status_url::StatusUrlSigner;
+use crate::store::{CallResult, NewCall, Store, StoreError};
+use crate::upstream::{AiStudioClient, MakeCall, MakeCallError};
+
+/// Why a call was not initiated, as far as the caller needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Upstream answered 4xx or 5xx.
+    Refused {
+        status: u16,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// No connection to upstream could be made.
+    Unreachable,
+    /// No answer came in time; the call may have been placed.
+    Timeout,
+    /// The exchange broke off or the answer was unreadable; the call may have been placed.
+    Indeterminate(String),
+}
+
+#[derive(Debug)]
+pub enum PlaceError {
+    /// The service cannot place calls as configured (no key, no public URL).
+    NotConfigured(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for PlaceError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+/// The recorded call, and the failure when it was not initiated.
+#[derive(Debug)]
+pub struct Placement {
+    pub call: Call,
+    pub failure: Option<Failure>,
+}
+
+pub struct CallPlacer {
+    client: Option<AiStudioClient>,
+    public_url: Option<String>,
+    region: Region,
+    signer: StatusUrlSigner,
+    store: Arc<dyn Store>,
+}
+
+impl CallPlacer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        signer: StatusUrlSigner,
+        key: Option<SecretString>,
+        base_url: &str,
+        region: Region,
+        public_url: Option<String>,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            client: key.map(|key| AiStudioClient::new(base_url, key, timeout)),
+            public_url,
+            region,
+            signer,
+            store,
+        }
+    }
+
+    /// Fails when calls cannot be placed at all, before any record is made.
+    pub fn check_configured(&self) -> Result<(), PlaceError> {
+        if self.client.is_none() {
+            return Err(PlaceError::NotConfigured(
+                "VGAI_API_KEY is not set: callhook cannot place calls",
+            ));
+        }
+        if self.public_url.is_none() {
+            return Err(PlaceError::NotConfigured(
+                "CALLHOOK_PUBLIC_URL is not set: callhook cannot give AI Studio a status URL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the attempt (as `unknown` until upstream answers), places the call, and records
+    /// the answer. A call whose fate is unknown is never retried here.
+    pub async fn place(&self, request: CallRequest) -> Result<Placement, PlaceError> {
+        self.check_configured()?;
+        let (Some(client), Some(public_url)) = (&self.client, &self.public_url) else {
+            unreachable!("checked above");
+        };
+        let id = Uuid::now_v7();
+        let parameters = serde_json::to_string(&request.session_parameters)
+            .expect("session parameters serialize");
+        self.store
+            .insert_call(&NewCall {
+                id,
+                agent_id: request.agent_id.clone(),
+                to: request.to.to_string(),
+                region: self.region.as_str().to_owned(),
+                hangup_on_answer_machine: request.hangup_on_answer_machine,
+                session_parameters: parameters,
+                metadata: request.metadata.clone(),
+                created_at: now(),
+            })
+            .await?;
+        let status_url = format!("{public_url}{}", self.signer.path(id));
+        let answer = client
+            .make_call(&MakeCall {
+                agent_id: &request.agent_id,
+                to: request.to.as_str(),
+                status_url: &status_url,
+                hangup_on_answer_machine: request.hangup_on_answer_machine.then_some(true),
+                session_parameters: &request.session_parameters,
+            })
+            .await;
+        let (result, failure) = outcome_of(answer);
+        metrics::counter!("callhook_calls_total", "state" => result.state.as_str()).increment(1);
+        self.store.finish_call(id, &result).await?;
+        let call = self
+            .store
+            .call(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("call {id} vanished after insert")))?;
+        Ok(Placement { call, failure })
+    }
+}
+
+fn outcome_of(
+    answer: Result<crate::upstream::Accepted, MakeCallError>,
+) -> (CallResult, Option<Failure>) {
+    let at = now();
+    let record = |state, error: Option<UpstreamError>| CallResult {
+        state,
+        session_id: None,
+        session_start_time: None,
+        error,
+        at,
+    };
+    let error = |status: Option<u16>, message: &str| {
+        Some(UpstreamError {
+            status,
+            message: message.to_owned(),
+        })
+    };
+    match answer {
+        Ok(accepted) => (
+            CallResult {
+                state: CallState::Initiated,
+                session_start_time: accepted
+                    .session_start_time
+                    .as_deref()
+                    .and_then(parse_timestamp),
+                session_id: Some(accepted.session_id),
+                error: None,
+                at,
+            },
+            None,
+        ),
+        Err(MakeCallError::Status {
+            status,
+            message,
+            retry_after,
+        }) => {
+            let state = if status >= 500 {
+                CallState::Failed
+            } else {
+                CallState::Rejected
+            };
+            (
+                record(state, error(Some(status), &message)),
+                Some(Failure::Refused {
+                    status,
+                    message,
+                    retry_after,
+                }),
+            )
+        }
+        Err(MakeCallError::Unreachable(message)) => (
+            record(CallState::Failed, error(None, &message)),
+            Some(Failure::Unreachable),
+        ),
+        Err(MakeCallError::Timeout) => (
+            record(
+                CallState::Unknown,
+                error(None, "AI Studio did not answer in time"),
+            ),
+            Some(Failure::Timeout),
+        ),
+        Err(MakeCallError::Interrupted(message)) => (
+            record(CallState::Unknown, error(None, &message)),
+            Some(Failure::Indeterminate(message)),
+        ),
+        Err(MakeCallError::UnreadableAnswer(status)) => {
+            let message = "AI Studio accepted the request but its answer was unreadable";
+            (
+                record(CallState::Unknown, error(Some(status), message)),
+                Some(Failure::Indeterminate(message.to_owned())),
+            )
+        }
+    }
+}

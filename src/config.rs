@@ -1,0 +1,290 @@
+//! Configuration from the environment (flags mirror it), validated once at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// Status-callback receiver, outcome store and call placer for Vonage AI Studio agents.
+#[derive(Debug, Parser)]
+#[command(name = "callhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://callhook.db",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
+    /// Exit 0 when the service on CALLHOOK_BIND answers /readyz (for container HEALTHCHECKs).
+    Healthcheck {
+        #[arg(long, env = "CALLHOOK_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Region {
+    Eu,
+    Us,
+}
+
+impl Region {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eu => "eu",
+            Self::Us => "us",
+        }
+    }
+
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Self::Eu => "https://studio-api-eu.ai.vonage.com",
+            Self::Us => "https://studio-api-us.ai.vonage.com",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://callhook.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Listen address.
+    #[arg(long, env = "CALLHOOK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// External base URL of this service; per-call status URLs are built from it.
+    #[arg(long, env = "CALLHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Comma-separated bearer tokens accepted on the /v1 API.
+    #[arg(long, env = "CALLHOOK_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+    /// Secret path segment of the shared status URL /v1/status/{secret}.
+    #[arg(long, env = "CALLHOOK_INGEST_SECRET", hide_env_values = true)]
+    pub ingest_secret: Option<String>,
+    /// The X-Vgai-Key used to place calls.
+    #[arg(long, env = "VGAI_API_KEY", hide_env_values = true)]
+    pub vgai_api_key: Option<String>,
+    /// AI Studio region of the agents.
+    #[arg(
+        long,
+        env = "VGAI_REGION",
+        value_enum,
+        default_value = "eu",
+        ignore_case = true
+    )]
+    pub vgai_region: Region,
+    /// Full override of the upstream base URL (proxies, tests).
+    #[arg(long, env = "VGAI_BASE_URL")]
+    pub vgai_base_url: Option<String>,
+    /// Seconds to wait for AI Studio to answer a make-call request.
+    #[arg(long, env = "VGAI_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub vgai_timeout_secs: f64,
+    /// Log format: json, or pretty (the default when stderr is a terminal).
+    #[arg(long, env = "CALLHOOK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds after which a request is abandoned with 408.
+    #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub request_timeout_secs: f64,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub bind: SocketAddr,
+    pub public_url: Option<String>,
+    pub api_tokens: Vec<SecretString>,
+    pub ingest_secret: Option<SecretString>,
+    pub vgai_api_key: Option<SecretString>,
+    pub vgai_region: Region,
+    pub vgai_base_url: String,
+    pub vgai_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// A configuration refused at start-up, naming the variable and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// Empty variables count as unset, as in most deployment tools.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let bind: SocketAddr = args.bind.trim().parse().map_err(|_| {
+            invalid(
+                "CALLHOOK_BIND",
+                format!("{:?} is not an address such as 127.0.0.1:8080", args.bind),
+            )
+        })?;
+        let database_url = args.database_url.trim().to_owned();
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|scheme| database_url.starts_with(scheme))
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        let public_url = non_empty(args.public_url)
+            .map(|url| validate_base_url("CALLHOOK_PUBLIC_URL", &url))
+            .transpose()?;
+        let vgai_base_url = match non_empty(args.vgai_base_url) {
+            Some(url) => validate_base_url("VGAI_BASE_URL", &url)?,
+            None => args.vgai_region.base_url().to_owned(),
+        };
+        let api_tokens: Vec<SecretString> = non_empty(args.api_tokens)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| SecretString::from(t.to_owned()))
+            .collect();
+        let ingest_secret = non_empty(args.ingest_secret);
+        if let Some(secret) = &ingest_secret
+            && !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        {
+            return Err(invalid(
+                "CALLHOOK_INGEST_SECRET",
+                "must be a URL path segment: letters, digits and - _ . ~ only",
+            ));
+        }
+        if !bind.ip().is_loopback() && (api_tokens.is_empty() || ingest_secret.is_none()) {
+            return Err(invalid(
+                if api_tokens.is_empty() {
+                    "CALLHOOK_API_TOKENS"
+                } else {
+                    "CALLHOOK_INGEST_SECRET"
+                },
+                format!(
+                    "required when CALLHOOK_BIND is not a loopback address ({bind}); set both \
+                     CALLHOOK_API_TOKENS and CALLHOOK_INGEST_SECRET, or bind to 127.0.0.1"
+                ),
+            ));
+        }
+        Ok(Self {
+            database_url,
+            bind,
+            public_url,
+            api_tokens,
+            ingest_secret: ingest_secret.map(SecretString::from),
+            vgai_api_key: non_empty(args.vgai_api_key).map(SecretString::from),
+            vgai_region: args.vgai_region,
+            vgai_base_url,
+            vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
+            request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
+        })
+    }
+}
+
+fn seconds(variable: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| invalid(variable, "must be a positive number of seconds"))
+}
+
+/// An http(s) URL without query or fragment, returned without its trailing slash.
+fn validate_base_url(variable: &'static str, url: &str) -> Result<String, ConfigError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(variable, format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(variable, "must be an http:// or https:// URL"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(variable, "must not have a query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> ServeArgs {
+        let mut argv = vec!["callhook".to_owned()];
+        for (flag, value) in pairs {
+            argv.push(format!("--{flag}={value}"));
+        }
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn loopback_may_run_open() {
+        let config = Config::from_args(args(&[])).unwrap();
+        assert!(config.api_tokens.is_empty());
+        assert_eq!(config.vgai_base_url, "https://studio-api-eu.ai.vonage.com");
+    }
+
+    #[test]
+    fn public_bind_requires_tokens_and_secret() {
+        let err = Config::from_args(args(&[("bind", "0.0.0.0:8080")])).unwrap_err();
+        assert_eq!(err.variable, "CALLHOOK_API_TOKENS");
+        let err =
+            Config::from_args(args(&[("bind", "0.0.0.0:8080"), ("api-tokens", "t1")])).unwrap_err();
+        assert_eq!(err.variable, "CALLHOOK_INGEST_SECRET");
+        let config = Config::from_args(args(&[
+            ("bind", "0.0.0.0:8080"),
+            ("api-tokens", "t1, t2"),
+            ("ingest-secret", "s3cret"),
+        ]))
+        .unwrap();
+        assert_eq!(config.api_tokens.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (flag, value, variable) in [
+            ("bind", "localhost", "CALLHOOK_BIND"),
+            ("database-url", "mysql://x", "DATABASE_URL"),
+            ("public-url", "ftp://example.com", "CALLHOOK_PUBLIC_URL"),
+            ("vgai-base-url", "not a url", "VGAI_BASE_URL"),
+            ("ingest-secret", "a/b", "CALLHOOK_INGEST_SECRET"),
+        ] {
+            let err = Config::from_args(args(&[(flag, value)])).unwrap_err();
+            assert_eq!(err.variable, variable);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! A status callback as AI Studio posts it to a `status_url`, parsed from the raw body.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::FieldError;
+use super::time::{Timestamp, parse_timestamp};
+
+/// Longest `conversation_uuid` accepted; real ones are about 40 characters.
+pub const MAX_CONVERSATION_UUID_LEN: usize = 200;
+/// Longest `status` accepted; unknown statuses are stored as sent, within this bound.
+pub const MAX_STATUS_LEN: usize = 64;
+const MAX_SHORT_FIELD_LEN: usize = 200;
+
+/// A validated callback, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    pub conversation_uuid: String,
+    pub status: String,
+    pub occurred_at: Timestamp,
+    pub agent_id: Option<String>,
+    pub to: Option<String>,
+    /// Set when the callback came through a per-call status URL.
+    pub call_id: Option<Uuid>,
+    pub received_at: Timestamp,
+    /// The body exactly as received, kept for audit and replay.
+    pub payload: String,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum CallbackError {
+    /// The body is not a JSON object (400).
+    NotAnObject,
+    /// Required fields are missing or invalid (422).
+    Invalid(Vec<FieldError>),
+}
+
+impl Callback {
+    /// Parses a raw callback body. Any content type is accepted: the body must be a JSON
+    /// object with `conversation_uuid`, `status` and `timestamp`.
+    pub fn parse(
+        body: &[u8],
+        call_id: Option<Uuid>,
+        received_at: Timestamp,
+    ) -> Result<Self, CallbackError> {
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return Err(CallbackError::NotAnObject);
+        };
+        let mut errors = Vec::new();
+        let conversation_uuid = required_string(
+            &fields,
+            "conversation_uuid",
+            MAX_CONVERSATION_UUID_LEN,
+            &mut errors,
+        );
+        let status = required_string(&fields, "status", MAX_STATUS_LEN, &mut errors);
+        let occurred_at = required_string(&fields, "timestamp", 64, &mut errors).and_then(|raw| {
+            let parsed = parse_timestamp(&raw);
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "timestamp",
+                    "must be an RFC 3339 date-time, e.g. 2022-05-31T06:40:45.475Z",
+                ));
+            }
+            parsed
+        });
+        match (conversation_uuid, status, occurred_at) {
+            (Some(conversation_uuid), Some(status), Some(occurred_at)) if errors.is_empty() => {
+                Ok(Self {
+                    conversation_uuid,
+                    status,
+                    occurred_at,
+                    // Older accounts send `from` where newer ones send `agent_id`.
+                    agent_id: optional_string(&fields, "agent_id")
+                        .or_else(|| optional_string(&fields, "from")),
+                    to: optional_string(&fields, "to"),
+                    call_id,
+                    received_at,
+                    payload: String::from_utf8_lossy(body).into_owned(),
+                })
+            }
+            _ => Err(CallbackError::Invalid(errors)),
+        }
+    }
+}
+
+fn required_string(
+    fields: &Map<String, Value>,
+    name: &str,
+    max_len: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let message = match fields.get(name) {
+        None | Some(Value::Null) => "is required",
+        Some(Value::String(s)) if s.trim().is_empty() => "must not be empty",
+        Some(Value::String(s)) if s.len() > max_len => {
+            errors.push(FieldError::new(
+                name,
+                format!("must be at most {max_len} bytes"),
+            ));
+            return None;
+        }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            "must not contain control characters"
+        }
+        Some(Value::String(s)) => return Some(s.trim().to_owned()),
+        Some(_) => "must be a string",
+    };
+    errors.push(FieldError::new(name, message));
+    None
+}
+
+/// Optional descriptive fields are kept when usable and ignored otherwise: a callback is
+/// never refused for them, since whatever is refused is lost.
+fn optional_string(fields: &Map<String, Value>, name: &str) -> Option<String> {
+    let value = match fields.get(name)? {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!value.is_empty() && value.len() <= MAX_SHORT_FIELD_LEN).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::now;
+
+    fn parse(body: &str) -> Result<Callback, CallbackError> {
+        Callback::parse(body.as_bytes(), None, now())
+    }
+
+    #[test]
+    fn documented_callback_parses() {
+        let cb = parse(
+            r#"{"agent_id":"a1","to":"972542233016","conversation_uuid":"CON-1","status":"busy","timestamp":"2022-05-31T06:40:45.475Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(cb.conversation_uuid, "CON-1");
+        assert_eq!(cb.status, "busy");
+        assert_eq!(cb.to.as_deref(), Some("972542233016"));
+    }
+
+    #[test]
+    fn non_objects_are_not_callbacks() {
+        for body in ["", "[]", "\"busy\"", "{", "null", "status=busy"] {
+            assert_eq!(parse(body), Err(CallbackError::NotAnObject), "{body}");
+        }
+    }
+
+    #[test]
+    fn every_missing_field_is_named() {
+        let Err(CallbackError::Invalid(errors)) = parse(r#"{"timestamp":"nope"}"#) else {
+            panic!("expected invalid");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["conversation_uuid", "status", "timestamp"]);
+    }
+
+    #[test]
+    fn unknown_statuses_are_kept_as_sent() {
+        let cb = parse(r#"{"conversation_uuid":"C","status":"Voicemail-Full","timestamp":"2022-05-31T06:40:45Z"}"#).unwrap();
+        assert_eq!(cb.status, "Voicemail-Full");
+    }
+}

@@ -1,0 +1,29 @@
+//! Plain types and the rules that make them valid. Nothing here knows about HTTP or SQL.
+
+pub mod call;
+pub mod call_request;
+pub mod callback;
+pub mod destination;
+pub mod outcome;
+pub mod page;
+pub mod stats;
+pub mod time;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One reason a field of a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! One error type that is the response: RFC 9457 problem+json, with internal causes logged
+//! and never shown.
+
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:callhook:problem:validation")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For validation problems: each refused field and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// The call record this problem concerns, when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Any other status with a safe detail (axum's own rejections, fallbacks).
+    #[error("{detail}")]
+    Other { status: StatusCode, detail: String },
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Other { status, .. } => *status,
+        }
+    }
+}
+
+impl Problem {
+    /// A problem for `status`, with a detail safe to show.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        let slug = match status {
+            StatusCode::UNPROCESSABLE_ENTITY => "validation".to_owned(),
+            other => other
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase()
+                .replace(' ', "-"),
+        };
+        Self {
+            kind: format!("urn:callhook:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: None,
+            call_id: None,
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    pub fn with_call_id(mut self, call_id: Uuid) -> Self {
+        self.call_id = Some(call_id);
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// The problem document for a status, with a detail safe to show.
+pub fn problem_response(
+    status: StatusCode,
+    detail: String,
+    errors: Option<Vec<FieldError>>,
+) -> Response {
+    let problem = Problem::new(status, detail);
+    match errors {
+        Some(errors) => problem.with_errors(errors),
+        None => problem,
+    }
+    .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, errors) = match self {
+            Self::Validation(errors) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                (
+                    format!("invalid fields: {}", fields.join(", ")),
+                    Some(errors),
+                )
+            }
+            Self::Store(err) => {
+                tracing::error!(error = %err, "storage failure");
+                (
+                    "an internal error occurred; it has been logged".to_owned(),
+                    None,
+                )
+            }
+            Self::TooManyRequests {
+                detail,
+                retry_after,
+            } => {
+                let mut response = problem_response(status, detail, None);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return response;
+            }
+            Self::Unauthorized(detail) => {
+                let mut response = problem_response(status, detail.to_owned(), None);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
+            }
+            other => (other.to_string(), None),
+        };
+        problem_response(status, detail, errors)
+    }
+}
+
+macro_rules! from_rejection {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(rejection: $rejection) -> Self {
+                Self::Other { status: rejection.status(), detail: rejection.body_text() }
+            }
+        }
+    )*};
+}
+from_rejection!(JsonRejection, QueryRejection, PathRejection, BytesRejection);

@@ -1,0 +1,75 @@
+//! callhook: places outbound calls for Vonage AI Studio agents, stores every status callback
+//! keyed by `conversation_uuid`, and answers what happened to each call over HTTP.
+
+pub mod calls;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod status_url;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::calls::CallPlacer;
+use crate::config::Config;
+use crate::http::AppState;
+use crate::http::auth::SecretSet;
+use crate::ingest::Ingestor;
+use crate::status_url::StatusUrlSigner;
+use crate::store::{Store, StoreError};
+
+/// Connects to the configured database and applies its migrations.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    let store = store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The state handlers share, built from a validated configuration and an open store.
+pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
+    let signer = StatusUrlSigner::new(config.ingest_secret.as_ref());
+    let placer = CallPlacer::new(
+        store.clone(),
+        signer.clone(),
+        config.vgai_api_key.clone(),
+        &config.vgai_base_url,
+        config.vgai_region,
+        config.public_url.clone(),
+        config.vgai_timeout,
+    );
+    AppState {
+        ingestor: Ingestor::new(store.clone()),
+        store,
+        placer: Arc::new(placer),
+        api_tokens: SecretSet::new(&config.api_tokens),
+        ingest_secret: config.ingest_secret.as_ref().map(|s| SecretSet::new([s])),
+        signer,
+        metrics: telemetry::metrics_handle(),
+        request_timeout: config.request_timeout,
+        openapi: Arc::new(OnceLock::new()),
+    }
+}
+
+/// The whole application as a router, for serving or for driving in-process.
+pub fn app(state: AppState) -> Router {
+    http::router(state)
+}
+
+/// Serves `app` on an already-bound listener until `shutdown` completes, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

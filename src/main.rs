@@ -1,0 +1,146 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use callhook::config::{Cli, Command, Config, ServeArgs};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.serve).await,
+        Some(Command::Serve(args)) => run(args).await,
+        Some(Command::Migrate { database_url }) => migrate(&database_url).await,
+        Some(Command::Healthcheck { bind }) => healthcheck(&bind).await,
+    }
+}
+
+async fn run(args: ServeArgs) -> ExitCode {
+    callhook::telemetry::init_logging(args.log_format);
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!(variable = err.variable, "invalid configuration: {err}");
+            eprintln!("callhook: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    warn_if_open(&config);
+    let store = match callhook::open_store(&config).await {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot open the database named by DATABASE_URL");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(config.bind).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(error = %err, bind = %config.bind, "cannot listen on CALLHOOK_BIND");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        bind = %config.bind,
+        database = store.backend(),
+        public_url = config.public_url.as_deref().unwrap_or("(unset: calls cannot be placed)"),
+        "callhook listening"
+    );
+    let app = callhook::app(callhook::state(&config, store));
+    match callhook::serve(listener, app, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("callhook stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn warn_if_open(config: &Config) {
+    if config.api_tokens.is_empty() {
+        tracing::warn!(
+            "CALLHOOK_API_TOKENS is not set: the /v1 API is OPEN to anyone who can reach {} \
+             (allowed only on loopback)",
+            config.bind
+        );
+    }
+    if config.ingest_secret.is_none() {
+        tracing::warn!(
+            "CALLHOOK_INGEST_SECRET is not set: any /v1/status/{{anything}} URL accepts callbacks \
+             and per-call status URLs are signed with a well-known key (allowed only on loopback)"
+        );
+    }
+}
+
+async fn migrate(database_url: &str) -> ExitCode {
+    callhook::telemetry::init_logging(None);
+    match callhook::store::connect(database_url).await {
+        Ok(store) => match store.migrate().await {
+            Ok(()) => {
+                tracing::info!(database = store.backend(), "migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "migrations failed");
+                ExitCode::FAILURE
+            }
+        },
+        Err(err) => {
+            tracing::error!(error = %err, "cannot open the database named by DATABASE_URL");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks the local service's /readyz; used by the container HEALTHCHECK (no curl needed).
+async fn healthcheck(bind: &str) -> ExitCode {
+    let Ok(mut addr) = bind.parse::<std::net::SocketAddr>() else {
+        eprintln!("CALLHOOK_BIND: {bind:?} is not an address");
+        return ExitCode::FAILURE;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("the HTTP client builds");
+    match client.get(format!("http://{addr}/readyz")).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("not ready: /readyz answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("not ready: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

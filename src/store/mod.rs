@@ -1,0 +1,160 @@
+//! Durable state behind one trait, with a module per backend. SQL lives here and nowhere else.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::call::{Call, CallFilter, CallState, UpstreamError};
+use crate::domain::callback::Callback;
+use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::stats::{Stats, StatsWindow};
+use crate::domain::time::Timestamp;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL scheme (expected postgres:// or sqlite://)")]
+    UnsupportedUrl,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A call about to be sent upstream; stored first with state `unknown`, so that a crash
+/// mid-request leaves an honest record.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub id: Uuid,
+    pub agent_id: String,
+    pub to: String,
+    pub region: String,
+    pub hangup_on_answer_machine: bool,
+    pub session_parameters: String,
+    pub metadata: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What upstream answered for a call.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub state: CallState,
+    pub session_id: Option<String>,
+    pub session_start_time: Option<Timestamp>,
+    pub error: Option<UpstreamError>,
+    pub at: Timestamp,
+}
+
+/// The answer to claiming an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: the caller owns it and must complete or release it.
+    Claimed,
+    /// The key was used with another request body.
+    Mismatch,
+    /// A request with this key is still being processed.
+    InProgress,
+    /// The key already has a response: replay it.
+    Completed { status: u16, body: String },
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Connections (in use, idle) of the pool.
+    fn pool_usage(&self) -> (u32, u32);
+
+    /// Stores callbacks in one transaction, each once per `(conversation_uuid, status,
+    /// occurred_at)`, and folds the new ones into their outcomes. Returns when committed.
+    async fn record_callbacks(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError>;
+    /// One outcome with its events, oldest first.
+    async fn outcome(&self, conversation_uuid: &str) -> Result<Option<Outcome>, StoreError>;
+    /// Outcomes newest first by `(occurred_at, conversation_uuid)`.
+    async fn outcomes(
+        &self,
+        filter: &OutcomeFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Outcome>, StoreError>;
+
+    async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError>;
+    async fn finish_call(&self, id: Uuid, result: &CallResult) -> Result<(), StoreError>;
+    /// One call with its latest outcome.
+    async fn call(&self, id: Uuid) -> Result<Option<Call>, StoreError>;
+    /// Calls newest first by `(created_at, id)`, each with its latest outcome.
+    async fn calls(
+        &self,
+        filter: &CallFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Call>, StoreError>;
+    async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError>;
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: Timestamp,
+    ) -> Result<Claim, StoreError>;
+    async fn complete_idempotency_key(
+        &self,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    /// Forgets a claimed key whose request never reached upstream.
+    async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the store that `database_url` names (`postgres://` or `sqlite://`).
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let scheme = database_url.split(':').next().unwrap_or_default();
+    match scheme {
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(database_url).await?)),
+        "sqlite" => Ok(Arc::new(SqliteStore::connect(database_url).await?)),
+        _ => Err(StoreError::UnsupportedUrl),
+    }
+}
+
+/// Picks the latest outcome of each call among `outcomes` (any order).
+fn latest_outcome_per_call(outcomes: Vec<Outcome>) -> std::collections::HashMap<Uuid, Outcome> {
+    let mut latest = std::collections::HashMap::<Uuid, Outcome>::new();
+    for outcome in outcomes {
+        let Some(call_id) = outcome.call_id else {
+            continue;
+        };
+        match latest.get(&call_id) {
+            Some(seen) if seen.occurred_at >= outcome.occurred_at => {}
+            _ => {
+                latest.insert(call_id, outcome);
+            }
+        }
+    }
+    latest
+}
+
+fn upstream_error(status: Option<i32>, message: Option<String>) -> Option<UpstreamError> {
+    message.map(|message| UpstreamError {
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        message,
+    })
+}
+
+fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, StoreError> {
+    serde_json::value::RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,539 @@
+//! The production backend. Statements keep the callback tables distributable by
+//! `conversation_uuid` on Citus: outcomes are folded by conditional upserts, never triggers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{
+    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, latest_outcome_per_call,
+    raw_json, upstream_error,
+};
+use crate::domain::call::{Call, CallFilter, CallState};
+use crate::domain::callback::Callback;
+use crate::domain::outcome::{Event, Outcome, OutcomeFilter, Recorded};
+use crate::domain::page::{Cursor, Page, PageRequest};
+use crate::domain::stats::{FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow};
+use crate::domain::time::Timestamp;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const OUTCOME_COLUMNS: &str = "conversation_uuid, status, agent_id, destination, occurred_at, \
+     call_id, event_count, first_received_at, last_received_at";
+const CALL_COLUMNS: &str = "id, agent_id, destination, region, hangup_on_answer_machine, \
+     session_parameters, metadata, state, session_id, session_start_time, error_status, \
+     error_message, created_at";
+
+const INSERT_EVENT: &str = "INSERT INTO callback_events \
+     (conversation_uuid, status, occurred_at, received_at, agent_id, destination, call_id, payload) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING RETURNING id";
+
+/// Folds one new event into its outcome. The winner is the greatest
+/// `(occurred_at, received_at, status)`, so any arrival order gives the same row.
+const UPSERT_OUTCOME: &str = "INSERT INTO outcomes AS o \
+     (conversation_uuid, status, agent_id, destination, occurred_at, status_received_at, call_id, \
+      event_count, first_received_at, last_received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $6, $6) \
+     ON CONFLICT (conversation_uuid) DO UPDATE SET \
+       status = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
+                        > (o.occurred_at, o.status_received_at, o.status) \
+                     THEN EXCLUDED.status ELSE o.status END, \
+       status_received_at = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
+                        > (o.occurred_at, o.status_received_at, o.status) \
+                     THEN EXCLUDED.status_received_at ELSE o.status_received_at END, \
+       agent_id = COALESCE(o.agent_id, EXCLUDED.agent_id), \
+       destination = COALESCE(o.destination, EXCLUDED.destination), \
+       call_id = COALESCE(o.call_id, EXCLUDED.call_id), \
+       occurred_at = GREATEST(o.occurred_at, EXCLUDED.occurred_at), \
+       event_count = o.event_count + 1, \
+       first_received_at = LEAST(o.first_received_at, EXCLUDED.first_received_at), \
+       last_received_at = GREATEST(o.last_received_at, EXCLUDED.last_received_at)";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> (u32, u32) {
+        let idle = self.pool.num_idle() as u32;
+        (self.pool.size().saturating_sub(idle), idle)
+    }
+
+    #[tracing::instrument(skip_all, fields(count = callbacks.len()))]
+    async fn record_callbacks(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError> {
+        // Rows are locked in conversation order so that concurrent batches cannot deadlock.
+        let mut order: Vec<usize> = (0..callbacks.len()).collect();
+        order.sort_by(|&a, &b| {
+            callbacks[a]
+                .conversation_uuid
+                .cmp(&callbacks[b].conversation_uuid)
+        });
+        let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
+        let mut tx = self.pool.begin().await?;
+        for index in order {
+            let cb = &callbacks[index];
+            let inserted = sqlx::query(INSERT_EVENT)
+                .bind(&cb.conversation_uuid)
+                .bind(&cb.status)
+                .bind(cb.occurred_at)
+                .bind(cb.received_at)
+                .bind(&cb.agent_id)
+                .bind(&cb.to)
+                .bind(cb.call_id)
+                .bind(&cb.payload)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if inserted.is_none() {
+                continue;
+            }
+            sqlx::query(UPSERT_OUTCOME)
+                .bind(&cb.conversation_uuid)
+                .bind(&cb.status)
+                .bind(&cb.agent_id)
+                .bind(&cb.to)
+                .bind(cb.occurred_at)
+                .bind(cb.received_at)
+                .bind(cb.call_id)
+                .execute(&mut *tx)
+                .await?;
+            recorded[index] = Recorded::Stored;
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn outcome(&self, conversation_uuid: &str) -> Result<Option<Outcome>, StoreError> {
+        let sql = format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE conversation_uuid = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(conversation_uuid)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut outcome = outcome_from_row(&row)?;
+        let events = sqlx::query(
+            "SELECT status, occurred_at, received_at, payload FROM callback_events \
+             WHERE conversation_uuid = $1 ORDER BY occurred_at, received_at, id",
+        )
+        .bind(conversation_uuid)
+        .fetch_all(&self.pool)
+        .await?;
+        outcome.events = Some(
+            events
+                .iter()
+                .map(|row| {
+                    Ok(Event {
+                        status: row.try_get("status")?,
+                        occurred_at: row.try_get("occurred_at")?,
+                        received_at: row.try_get("received_at")?,
+                        payload: raw_json(row.try_get("payload")?)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        );
+        Ok(Some(outcome))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn outcomes(
+        &self,
+        filter: &OutcomeFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Outcome>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE TRUE"
+        ));
+        if !filter.statuses.is_empty() {
+            query
+                .push(" AND status = ANY(")
+                .push_bind(filter.statuses.clone())
+                .push(")");
+        }
+        if let Some(agent_id) = &filter.agent_id {
+            query.push(" AND agent_id = ").push_bind(agent_id.clone());
+        }
+        if let Some(to) = &filter.to {
+            query.push(" AND destination = ").push_bind(to.clone());
+        }
+        if let Some(call_id) = filter.call_id {
+            query.push(" AND call_id = ").push_bind(call_id);
+        }
+        push_window(&mut query, "occurred_at", filter.since, filter.until);
+        if let Some(after) = &page.after {
+            query
+                .push(" AND (occurred_at, conversation_uuid) < (")
+                .push_bind(after.at())
+                .push(", ")
+                .push_bind(after.key.clone())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY occurred_at DESC, conversation_uuid DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(outcome_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok(Page::from_rows(items, page.limit, |o: &Outcome| {
+            Cursor::new(&o.occurred_at, o.conversation_uuid.clone())
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(call_id = %call.id))]
+    async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO calls (id, agent_id, destination, region, hangup_on_answer_machine, \
+             session_parameters, metadata, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(call.id)
+        .bind(&call.agent_id)
+        .bind(&call.to)
+        .bind(&call.region)
+        .bind(call.hangup_on_answer_machine)
+        .bind(&call.session_parameters)
+        .bind(&call.metadata)
+        .bind(CallState::Unknown.as_str())
+        .bind(call.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self, result))]
+    async fn finish_call(&self, id: Uuid, result: &CallResult) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calls SET state = $2, session_id = $3, session_start_time = $4, \
+             error_status = $5, error_message = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(result.state.as_str())
+        .bind(&result.session_id)
+        .bind(result.session_start_time)
+        .bind(result.error.as_ref().and_then(|e| e.status).map(i32::from))
+        .bind(result.error.as_ref().map(|e| e.message.clone()))
+        .bind(result.at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn call(&self, id: Uuid) -> Result<Option<Call>, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut calls = self.with_outcomes(vec![call_from_row(&row)?]).await?;
+        Ok(calls.pop())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn calls(
+        &self,
+        filter: &CallFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Call>, StoreError> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {CALL_COLUMNS} FROM calls WHERE TRUE"));
+        if let Some(agent_id) = &filter.agent_id {
+            query.push(" AND agent_id = ").push_bind(agent_id.clone());
+        }
+        if let Some(to) = &filter.to {
+            query.push(" AND destination = ").push_bind(to.clone());
+        }
+        if !filter.states.is_empty() {
+            let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+            query.push(" AND state = ANY(").push_bind(states).push(")");
+        }
+        if !filter.outcome_statuses.is_empty() {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id AND o.status = ANY(")
+                .push_bind(filter.outcome_statuses.clone())
+                .push("))");
+        }
+        push_window(&mut query, "created_at", filter.since, filter.until);
+        if let Some(after) = &page.after {
+            let id = Uuid::parse_str(&after.key).unwrap_or_default();
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(after.at())
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let calls = rows.iter().map(call_from_row).collect::<Result<_, _>>()?;
+        let calls = self.with_outcomes(calls).await?;
+        Ok(Page::from_rows(calls, page.limit, |c: &Call| {
+            Cursor::new(&c.created_at, c.id.to_string())
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError> {
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT status, count(*) FROM outcomes WHERE TRUE");
+        push_window(
+            &mut query,
+            "occurred_at",
+            Some(window.since),
+            Some(window.until),
+        );
+        push_agent(&mut query, &window.agent_id);
+        query.push(" GROUP BY status");
+        let outcomes = counts(query.build().fetch_all(&self.pool).await?)?;
+
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT state, count(*) FROM calls WHERE TRUE");
+        push_window(
+            &mut query,
+            "created_at",
+            Some(window.since),
+            Some(window.until),
+        );
+        push_agent(&mut query, &window.agent_id);
+        query.push(" GROUP BY state");
+        let mut calls: BTreeMap<String, i64> = CallState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        calls.extend(counts(query.build().fetch_all(&self.pool).await?)?);
+
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT count(*), \
+             count(*) FILTER (WHERE EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id AND o.status = ANY(",
+        );
+        query.push_bind(FAILURE_STATUSES.to_vec()).push("))), count(*) FILTER (WHERE NOT EXISTS \
+             (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id)) FROM calls WHERE state = 'initiated'");
+        push_window(
+            &mut query,
+            "created_at",
+            Some(window.since),
+            Some(window.until),
+        );
+        push_agent(&mut query, &window.agent_id);
+        let row = query.build().fetch_one(&self.pool).await?;
+        Ok(Stats {
+            since: window.since,
+            until: window.until,
+            agent_id: window.agent_id.clone(),
+            outcomes,
+            calls,
+            initiated: InitiatedStats {
+                total: row.try_get(0)?,
+                with_failure_callback: row.try_get(1)?,
+                without_callback: row.try_get(2)?,
+            },
+        })
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: Timestamp,
+    ) -> Result<Claim, StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND expires_at <= $2")
+            .bind(key)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING key",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .bind(now + IDEMPOTENCY_TTL)
+        .fetch_optional(&self.pool)
+        .await?;
+        if claimed.is_some() {
+            return Ok(Claim::Claimed);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Claim::InProgress);
+        };
+        claim_from_parts(
+            request_hash,
+            row.try_get("request_hash")?,
+            row.try_get("response_status")?,
+            row.try_get("response_body")?,
+        )
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET response_status = $2, response_body = $3 WHERE key = $1",
+        )
+        .bind(key)
+        .bind(i32::from(status))
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND response_status IS NULL")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    async fn with_outcomes(&self, mut calls: Vec<Call>) -> Result<Vec<Call>, StoreError> {
+        if calls.is_empty() {
+            return Ok(calls);
+        }
+        let ids: Vec<Uuid> = calls.iter().map(|c| c.id).collect();
+        let sql = format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE call_id = ANY($1)");
+        let rows = sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await?;
+        let outcomes = rows
+            .iter()
+            .map(outcome_from_row)
+            .collect::<Result<_, _>>()?;
+        let mut latest = latest_outcome_per_call(outcomes);
+        for call in &mut calls {
+            call.outcome = latest.remove(&call.id);
+        }
+        Ok(calls)
+    }
+}
+
+pub(super) fn claim_from_parts(
+    request_hash: &str,
+    stored_hash: String,
+    status: Option<i32>,
+    body: Option<String>,
+) -> Result<Claim, StoreError> {
+    if stored_hash != request_hash {
+        return Ok(Claim::Mismatch);
+    }
+    Ok(match (status, body) {
+        (Some(status), Some(body)) => Claim::Completed {
+            status: u16::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            body,
+        },
+        _ => Claim::InProgress,
+    })
+}
+
+fn push_window(
+    query: &mut QueryBuilder<'_, Postgres>,
+    column: &str,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+) {
+    if let Some(since) = since {
+        query.push(format!(" AND {column} >= ")).push_bind(since);
+    }
+    if let Some(until) = until {
+        query.push(format!(" AND {column} < ")).push_bind(until);
+    }
+}
+
+fn push_agent(query: &mut QueryBuilder<'_, Postgres>, agent_id: &Option<String>) {
+    if let Some(agent_id) = agent_id {
+        query.push(" AND agent_id = ").push_bind(agent_id.clone());
+    }
+}
+
+fn counts(rows: Vec<PgRow>) -> Result<BTreeMap<String, i64>, StoreError> {
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+fn outcome_from_row(row: &PgRow) -> Result<Outcome, StoreError> {
+    Ok(Outcome {
+        conversation_uuid: row.try_get("conversation_uuid")?,
+        status: row.try_get("status")?,
+        agent_id: row.try_get("agent_id")?,
+        to: row.try_get("destination")?,
+        occurred_at: row.try_get("occurred_at")?,
+        call_id: row.try_get("call_id")?,
+        event_count: row.try_get("event_count")?,
+        first_received_at: row.try_get("first_received_at")?,
+        last_received_at: row.try_get("last_received_at")?,
+        events: None,
+    })
+}
+
+fn call_from_row(row: &PgRow) -> Result<Call, StoreError> {
+    let state: String = row.try_get("state")?;
+    let parameters: String = row.try_get("session_parameters")?;
+    let metadata: Option<String> = row.try_get("metadata")?;
+    Ok(Call {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        to: row.try_get("destination")?,
+        region: row.try_get("region")?,
+        hangup_on_answer_machine: row.try_get("hangup_on_answer_machine")?,
+        session_parameters: serde_json::from_str(&parameters)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: metadata.map(raw_json).transpose()?,
+        state: CallState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("call state {state}")))?,
+        session_id: row.try_get("session_id")?,
+        session_start_time: row.try_get("session_start_time")?,
+        error: upstream_error(row.try_get("error_status")?, row.try_get("error_message")?),
+        outcome: None,
+        created_at: row.try_get("created_at")?,
+    })
+}

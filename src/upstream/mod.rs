@@ -1,0 +1,162 @@
+//! The AI Studio make-call client: one shared `reqwest::Client`, typed answers, and the one
+//! retry that cannot ring anybody twice (a connection that was never made).
+
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::call::SessionParameter;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Retries of a request that provably never left (connection not established).
+const CONNECT_RETRIES: u32 = 2;
+/// Upstream messages are kept short in call records and responses.
+const MAX_MESSAGE_LEN: usize = 500;
+
+#[derive(Debug, Serialize)]
+pub struct MakeCall<'a> {
+    pub agent_id: &'a str,
+    pub to: &'a str,
+    pub status_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hangup_on_answer_machine: Option<bool>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub session_parameters: &'a [SessionParameter],
+}
+
+/// AI Studio's success answer; `session_start_time` has no zone and is read as UTC.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Accepted {
+    pub session_id: String,
+    pub session_start_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MakeCallError {
+    /// Upstream answered with an error status and (when it sent one) its message.
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// No connection could be made, even after retrying: the request never left.
+    Unreachable(String),
+    /// The request was sent but no answer came in time: the call may have been placed.
+    Timeout,
+    /// The request may have been sent, then the connection failed.
+    Interrupted(String),
+    /// Upstream said yes with a body that is not the documented shape.
+    UnreadableAnswer(u16),
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    message: Option<String>,
+}
+
+pub struct AiStudioClient {
+    http: reqwest::Client,
+    endpoint: String,
+    key: SecretString,
+}
+
+impl AiStudioClient {
+    pub fn new(base_url: &str, key: SecretString, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .user_agent(concat!("callhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Self {
+            http,
+            endpoint: format!("{}/telephony/make-call", base_url.trim_end_matches('/')),
+            key,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(agent_id = request.agent_id))]
+    pub async fn make_call(&self, request: &MakeCall<'_>) -> Result<Accepted, MakeCallError> {
+        let mut attempt = 0;
+        let response = loop {
+            let started = std::time::Instant::now();
+            let sent = self
+                .http
+                .post(&self.endpoint)
+                .header("X-Vgai-Key", self.key.expose_secret())
+                .json(request)
+                .send()
+                .await;
+            let outcome = match &sent {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(err) if err.is_connect() => "unreachable".to_owned(),
+                Err(err) if err.is_timeout() => "timeout".to_owned(),
+                Err(_) => "interrupted".to_owned(),
+            };
+            metrics::histogram!("callhook_upstream_request_duration_seconds", "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            match sent {
+                Ok(response) => break response,
+                Err(err) if err.is_connect() && attempt < CONNECT_RETRIES => {
+                    attempt += 1;
+                    let backoff = rand::rng().random_range(100..300) * u64::from(attempt);
+                    tracing::warn!(
+                        attempt,
+                        backoff_ms = backoff,
+                        "AI Studio unreachable; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+                Err(err) => return Err(classify(&err)),
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.bytes().await.map_err(|err| classify(&err))?;
+        if status.is_success() {
+            return serde_json::from_slice::<Accepted>(&body)
+                .map_err(|_| MakeCallError::UnreadableAnswer(status.as_u16()));
+        }
+        Err(MakeCallError::Status {
+            status: status.as_u16(),
+            message: error_message(status, &body),
+            retry_after,
+        })
+    }
+}
+
+fn classify(err: &reqwest::Error) -> MakeCallError {
+    // Only the kind of failure is kept: reqwest's text may carry the URL.
+    if err.is_connect() {
+        MakeCallError::Unreachable("could not connect to AI Studio".into())
+    } else if err.is_timeout() {
+        MakeCallError::Timeout
+    } else {
+        MakeCallError::Interrupted("the connection to AI Studio failed mid-request".into())
+    }
+}
+
+/// The `message` of a `{status, message}` body, or a description of a body that is not one.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.message)
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "AI Studio answered {} without an error message",
+                status.canonical_reason().map_or_else(
+                    || status.as_str().to_owned(),
+                    |r| format!("{} {r}", status.as_str())
+                )
+            )
+        });
+    message.chars().take(MAX_MESSAGE_LEN).collect()
+}
