@@ -1,0 +1,8 @@
+//! The HTTP suite: black-box tests over real sockets, each run once per storage backend.
+
+mod helpers;
+
+mod calls;
+mod ops;
+mod outcomes;
+mod status;
