@@ -47,7 +47,7 @@ pub struct TestApp {
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// A fresh, empty database of `backend`; the temporary directory holds a SQLite file.
@@ -94,12 +94,23 @@ impl TestApp {
         Self::spawn_with(backend, default_flags()).await
     }
 
-    pub async fn spawn_with(backend: Backend, flags: Vec<(String, String)>) -> Self {
+    pub async fn spawn_with(backend: Backend, mut flags: Vec<(String, String)>) -> Self {
         let (database_url, dir) = fresh_database(backend).await;
-        let mut argv = vec![
-            "callhook".to_owned(),
-            format!("--database-url={database_url}"),
-        ];
+        flags.insert(0, ("database-url".into(), database_url));
+        let mut app = Self::spawn_on(flags).await;
+        app.dir = dir;
+        app
+    }
+
+    /// An app on the database that `flags` name (`database-url`), e.g. to restart on it.
+    pub async fn spawn_on(flags: Vec<(String, String)>) -> Self {
+        let database_url = flags
+            .iter()
+            .find(|(k, _)| k == "database-url")
+            .map(|(_, v)| v.clone())
+            .expect("a database-url flag");
+        let dir = None;
+        let mut argv = vec!["callhook".to_owned()];
         argv.extend(flags.iter().map(|(k, v)| format!("--{k}={v}")));
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
         let store = callhook::open_store(&config).await.unwrap();
@@ -116,7 +127,7 @@ impl TestApp {
             database_url,
             shutdown: Some(tx),
             server: Some(server),
-            _dir: dir,
+            dir,
         }
     }
 
