@@ -1,0 +1,88 @@
+//! The binary as an operator starts it: configuration refusals and --help.
+
+use std::process::{Command, Output};
+
+fn callhook(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_callhook"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn help_documents_every_variable() {
+    let output = callhook(&["--help"], &[]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "DATABASE_URL",
+        "CALLHOOK_BIND",
+        "CALLHOOK_PUBLIC_URL",
+        "CALLHOOK_API_TOKENS",
+        "CALLHOOK_INGEST_SECRET",
+        "VGAI_API_KEY",
+        "VGAI_REGION",
+        "VGAI_BASE_URL",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing from --help"
+        );
+    }
+}
+
+#[test]
+fn help_never_shows_secret_values() {
+    let output = callhook(
+        &["--help"],
+        &[
+            ("CALLHOOK_API_TOKENS", "token-shown-nowhere"),
+            ("CALLHOOK_INGEST_SECRET", "secret-shown-nowhere"),
+            ("VGAI_API_KEY", "key-shown-nowhere"),
+            (
+                "DATABASE_URL",
+                "postgres://user:password-shown-nowhere@db/x",
+            ),
+        ],
+    );
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(!help.contains("shown-nowhere"), "{help}");
+}
+
+#[test]
+fn public_bind_without_tokens_and_secret_is_refused() {
+    let output = callhook(&[], &[("CALLHOOK_BIND", "0.0.0.0:0")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CALLHOOK_API_TOKENS"), "{stderr}");
+
+    let output = callhook(
+        &[],
+        &[("CALLHOOK_BIND", "0.0.0.0:0"), ("CALLHOOK_API_TOKENS", "t")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("CALLHOOK_INGEST_SECRET"));
+}
+
+#[test]
+fn invalid_values_name_their_variable() {
+    for (variable, value) in [
+        ("CALLHOOK_BIND", "localhost:http"),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("CALLHOOK_PUBLIC_URL", "callhook.example.com"),
+        ("VGAI_BASE_URL", "ftp://example.com"),
+    ] {
+        let output = callhook(&[], &[(variable, value)]);
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+    let output = callhook(&[], &[("VGAI_REGION", "asia")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("VGAI_REGION"));
+}
