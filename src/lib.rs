@@ -6,6 +6,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod simulator;
 pub mod status_url;
 pub mod store;
 pub mod telemetry;
@@ -21,7 +22,7 @@ use crate::calls::CallPlacer;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::http::auth::SecretSet;
-use crate::ingest::Ingestor;
+use crate::ingest::{BatchSettings, Ingestor};
 use crate::status_url::StatusUrlSigner;
 use crate::store::{Store, StoreError};
 
@@ -45,7 +46,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
         config.vgai_timeout,
     );
     AppState {
-        ingestor: Ingestor::new(store.clone()),
+        ingestor: Ingestor::start(store.clone(), BatchSettings::for_backend(store.backend())),
         store,
         placer: Arc::new(placer),
         api_tokens: SecretSet::new(&config.api_tokens),

@@ -118,7 +118,10 @@ fn optional_string(fields: &Map<String, Value>, name: &str) -> Option<String> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    (!value.is_empty() && value.len() <= MAX_SHORT_FIELD_LEN).then_some(value)
+    let usable = !value.is_empty()
+        && value.len() <= MAX_SHORT_FIELD_LEN
+        && !value.chars().any(char::is_control);
+    usable.then_some(value)
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub enum ApiError {
     GatewayTimeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A callback could not be committed (shared by the callbacks of one batch).
+    #[error(transparent)]
+    Ingest(std::sync::Arc<StoreError>),
     /// Any other status with a safe detail (axum's own rejections, fallbacks).
     #[error("{detail}")]
     Other { status: StatusCode, detail: String },
@@ -77,7 +80,7 @@ impl ApiError {
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other { status, .. } => *status,
         }
     }
@@ -151,8 +154,8 @@ impl IntoResponse for ApiError {
                     Some(errors),
                 )
             }
-            Self::Store(err) => {
-                tracing::error!(error = %err, "storage failure");
+            Self::Store(_) | Self::Ingest(_) => {
+                tracing::error!(error = %self, "storage failure");
                 (
                     "an internal error occurred; it has been logged".to_owned(),
                     None,

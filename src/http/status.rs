@@ -120,7 +120,11 @@ async fn accept(
         ),
         CallbackError::Invalid(errors) => rejected("invalid", ApiError::Validation(errors)),
     })?;
-    state.ingestor.submit(callback).await?;
+    state
+        .ingestor
+        .submit(callback)
+        .await
+        .map_err(ApiError::Ingest)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

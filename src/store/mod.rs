@@ -29,6 +29,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the callback writer has stopped")]
+    Stopped,
 }
 
 /// A call about to be sent upstream; stored first with state `unknown`, so that a crash

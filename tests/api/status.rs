@@ -20,6 +20,7 @@ backend_tests!(
     occurrence_tie_goes_to_the_later_received,
     concurrent_deliveries_store_each_event_once,
     callbacks_survive_a_restart,
+    control_characters_never_fail_a_batch,
 );
 
 async fn documented_callback_is_stored_and_read_back(backend: Backend) {
@@ -305,4 +306,32 @@ async fn callbacks_survive_a_restart(backend: Backend) {
     let app = TestApp::spawn_on(flags).await;
     let outcome = app.get_json("/v1/outcomes/CON-durable").await;
     assert_eq!(outcome["status"], "busy");
+}
+
+async fn control_characters_never_fail_a_batch(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    // NUL is valid JSON but not storable text in PostgreSQL: it must not cost a callback,
+    // nor the other callbacks committed with it.
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let app = app.clone();
+        let mut body = callback(&format!("CON-ctl-{n}"), "busy", "2022-05-31T06:40:45Z");
+        if n % 2 == 0 {
+            body["agent_id"] = json!("agent\u{0}x");
+        }
+        tasks.push(tokio::spawn(async move {
+            app.post_status(&body).await.status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 204);
+    }
+    let page = app.get_json("/v1/outcomes?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 20);
+    let outcome = app.get_json("/v1/outcomes/CON-ctl-0").await;
+    assert_eq!(outcome["agent_id"], Value::Null);
+
+    let bad = json!({"conversation_uuid": "CON\u{0}", "status": "busy", "timestamp": "2022-05-31T06:40:45Z"});
+    let problem = assert_problem(app.post_status(&bad).await, 422).await;
+    assert_eq!(error_fields(&problem), ["conversation_uuid"]);
 }
