@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -19,6 +21,21 @@ pub struct Json<T>(pub T);
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// A JSON body read whatever its `Content-Type` says (`curl -d` sends form encoding).
+#[derive(Debug)]
+pub struct AnyJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnyJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(request, state).await?;
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))
     }
 }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod calls;
+mod openapi;
 mod ops;
 mod outcomes;
 mod status;

@@ -103,16 +103,18 @@ async fn framework_errors_are_problems(backend: Backend) {
         .await
         .unwrap();
     assert_problem(response, 400).await;
+    // The content type is not required to be JSON (curl -d sends form encoding).
     let response = app
         .client
         .post(app.url("/v1/calls"))
         .bearer_auth(TOKEN)
-        .header("content-type", "text/plain")
-        .body("{}")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"to":"+972 54-111-6037"}"#)
         .send()
         .await
         .unwrap();
-    assert_problem(response, 415).await;
+    let problem = assert_problem(response, 422).await;
+    assert_eq!(error_fields(&problem), ["agent_id"]);
 }
 
 async fn request_ids_are_generated_or_propagated(backend: Backend) {

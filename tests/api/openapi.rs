@@ -1,0 +1,143 @@
+//! Real responses validate against the schemas that /openapi.json declares for them.
+
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(responses_match_their_documented_schemas);
+
+/// The schema of `method path` answering `status` with `content_type`, resolvable on its own.
+fn response_schema(
+    document: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    content_type: &str,
+) -> Value {
+    let schema = &document["paths"][path][method]["responses"][status.to_string()]["content"]
+        [content_type]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status} {content_type} is undocumented"
+    );
+    json!({ "components": document["components"], "allOf": [schema] })
+}
+
+async fn check(
+    app: &TestApp,
+    document: &Value,
+    method: &str,
+    template: &str,
+    path: &str,
+    status: u16,
+) {
+    let request = match method {
+        "get" => app.client.get(app.url(path)),
+        "post" => app.client.post(app.url(path)),
+        other => panic!("{other}"),
+    };
+    let response = request.bearer_auth(TOKEN).body("{}").send().await.unwrap();
+    assert_eq!(response.status(), status, "{method} {path}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    let schema = response_schema(document, method, template, status, &content_type);
+    let validator = jsonschema::validator_for(&schema).expect("the documented schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {errors:?}\n{body}"
+    );
+}
+
+async fn responses_match_their_documented_schemas(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let document: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    app.post_status(&callback("CON-doc", "busy", "2022-05-31T06:40:45.475Z"))
+        .await;
+    app.post_status(&callback("CON-doc", "timeout", "2022-05-31T06:41:45.475Z"))
+        .await;
+
+    check(&app, &document, "get", "/healthz", "/healthz", 200).await;
+    check(&app, &document, "get", "/readyz", "/readyz", 200).await;
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/outcomes/{conversation_uuid}",
+        "/v1/outcomes/CON-doc",
+        200,
+    )
+    .await;
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/outcomes/{conversation_uuid}",
+        "/v1/outcomes/CON-none",
+        404,
+    )
+    .await;
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/outcomes",
+        "/v1/outcomes?limit=1",
+        200,
+    )
+    .await;
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/outcomes",
+        "/v1/outcomes?limit=0",
+        422,
+    )
+    .await;
+    check(&app, &document, "get", "/v1/calls", "/v1/calls", 200).await;
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/calls/{id}",
+        "/v1/calls/0193a5b0-7c2e-7d1a-9f00-000000000000",
+        404,
+    )
+    .await;
+    check(&app, &document, "get", "/v1/stats", "/v1/stats", 200).await;
+    check(
+        &app,
+        &document,
+        "post",
+        "/v1/status/{secret}",
+        &format!("/v1/status/{SECRET}"),
+        422,
+    )
+    .await;
+    check(
+        &app,
+        &document,
+        "post",
+        "/v1/status/{secret}",
+        "/v1/status/wrong",
+        401,
+    )
+    .await;
+    check(&app, &document, "post", "/v1/calls", "/v1/calls", 422).await;
+}
