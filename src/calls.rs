@@ -34,7 +34,11 @@ pub enum Failure {
 pub enum PlaceError {
     /// The service cannot place calls as configured (no key, no public URL).
     NotConfigured(&'static str),
+    /// The attempt could not be recorded, so AI Studio was not asked: nothing was placed.
     Store(StoreError),
+    /// AI Studio was asked, but its answer could not be recorded: the call may have been
+    /// placed, and a retry could ring the person twice.
+    Unrecorded { call_id: Uuid, error: StoreError },
 }
 
 impl From<StoreError> for PlaceError {
@@ -126,13 +130,17 @@ impl CallPlacer {
             .await;
         let (result, failure) = outcome_of(answer);
         metrics::counter!("callhook_calls_total", "state" => result.state.as_str()).increment(1);
-        self.store.finish_call(id, &result).await?;
-        let call = self
-            .store
-            .call(id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("call {id} vanished after insert")))?;
-        Ok(Placement { call, failure })
+        let recorded = async {
+            self.store.finish_call(id, &result).await?;
+            self.store
+                .call(id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("call {id} vanished after insert")))
+        };
+        match recorded.await {
+            Ok(call) => Ok(Placement { call, failure }),
+            Err(error) => Err(PlaceError::Unrecorded { call_id: id, error }),
+        }
     }
 }
 

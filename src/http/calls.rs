@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, PROBLEM_JSON, Problem};
-use super::extract::{Json, QueryParams};
+use super::extract::{AnyJson, Json, QueryParams};
 use crate::calls::{Failure, PlaceError, Placement};
 use crate::domain::FieldError;
 use crate::domain::call::{Call, CallFilter, CallState};
@@ -106,19 +106,36 @@ impl IntoResponse for Answer {
 pub async fn create_call(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    AnyJson(body): AnyJson<Value>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let request = CallRequest::parse(&body).map_err(ApiError::Validation)?;
     state.placer.check_configured().map_err(place_error)?;
+    let hash = request_hash(&body);
+    // From here on the work runs in its own task: a client that hangs up (or the request
+    // timeout) drops this handler, but must not cut the exchange with AI Studio short. The
+    // call record then gets upstream's answer, and the Idempotency-Key is completed (not left
+    // "in progress") so that the client's retry replays that answer.
+    let task = tokio::spawn(async move { create(&state, idempotency_key, &hash, request).await });
+    match task.await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_) => Err(ApiError::Unavailable(
+            "callhook is shutting down; the call's state is in GET /v1/calls".into(),
+        )),
+    }
+}
+
+async fn create(
+    state: &AppState,
+    idempotency_key: Option<String>,
+    hash: &str,
+    request: CallRequest,
+) -> Result<Response, ApiError> {
     let Some(key) = idempotency_key else {
-        return Ok(place(&state, request).await?.into_response());
+        return Ok(place(state, request).await?.into_response());
     };
-    match state
-        .store
-        .claim_idempotency_key(&key, &request_hash(&body), now())
-        .await?
-    {
+    match state.store.claim_idempotency_key(&key, hash, now()).await? {
         Claim::Claimed => {}
         Claim::Completed { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -155,7 +172,7 @@ pub async fn create_call(
             ));
         }
     }
-    let answer = match place(&state, request).await {
+    let answer = match place(state, request).await {
         Ok(answer) => answer,
         Err(err) => {
             state.store.release_idempotency_key(&key).await?;
@@ -174,9 +191,33 @@ pub async fn create_call(
     Ok(answer.into_response())
 }
 
+/// Places the call. An error means that AI Studio was not asked; once it was, the answer is
+/// always an [`Answer`], so that an `Idempotency-Key` is never freed for a call that may ring.
 async fn place(state: &AppState, request: CallRequest) -> Result<Answer, ApiError> {
     let agent_id = request.agent_id.clone();
-    let Placement { call, failure } = state.placer.place(request).await.map_err(place_error)?;
+    let Placement { call, failure } = match state.placer.place(request).await {
+        Ok(placement) => placement,
+        Err(PlaceError::Unrecorded { call_id, error }) => {
+            tracing::error!(%call_id, %error, "AI Studio was asked to place a call whose answer could not be recorded");
+            let problem = Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "AI Studio was asked to place the call, but callhook could not record its \
+                     answer; the call may have been placed and will not be retried \
+                     automatically: see GET /v1/calls/{call_id}"
+                ),
+            )
+            .with_call_id(call_id);
+            return Ok(Answer {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                body: serde_json::to_string(&problem).expect("a problem serializes"),
+                location: None,
+                retry_after: None,
+                retryable: false,
+            });
+        }
+        Err(err) => return Err(place_error(err)),
+    };
     let Some(failure) = failure else {
         return Ok(Answer {
             status: StatusCode::CREATED,
@@ -287,7 +328,7 @@ fn failure_problem(failure: &Failure, agent_id: &str, call: &Call) -> (Problem, 
 fn place_error(err: PlaceError) -> ApiError {
     match err {
         PlaceError::NotConfigured(detail) => ApiError::Unavailable(detail.into()),
-        PlaceError::Store(err) => ApiError::Store(err),
+        PlaceError::Store(err) | PlaceError::Unrecorded { error: err, .. } => ApiError::Store(err),
     }
 }
 

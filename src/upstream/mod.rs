@@ -126,7 +126,7 @@ impl AiStudioClient {
         }
         Err(MakeCallError::Status {
             status: status.as_u16(),
-            message: error_message(status, &body),
+            message: error_message(status, &body, self.key.expose_secret()),
             retry_after,
         })
     }
@@ -144,7 +144,8 @@ fn classify(err: &reqwest::Error) -> MakeCallError {
 }
 
 /// The `message` of a `{status, message}` body, or a description of a body that is not one.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
+/// An upstream that echoes the API key back does not get it shown: the key is redacted.
+fn error_message(status: StatusCode, body: &[u8], key: &str) -> String {
     let message = serde_json::from_slice::<ErrorBody>(body)
         .ok()
         .and_then(|b| b.message)
@@ -158,5 +159,10 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
                 )
             )
         });
+    let message = if key.is_empty() {
+        message
+    } else {
+        message.replace(key, "[redacted]")
+    };
     message.chars().take(MAX_MESSAGE_LEN).collect()
 }
