@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(long, env = "CALLHOOK_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
     },
+    /// Run a stand-in for AI Studio's make-call API that sends status callbacks.
+    #[command(after_help = crate::simulator::plan::OUTCOME_TABLE)]
+    Simulator(SimulatorArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +114,107 @@ pub struct ServeArgs {
     /// Seconds after which a request is abandoned with 408.
     #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
     pub request_timeout_secs: f64,
+    /// Place calls through a built-in AI Studio simulator on a free loopback port, wiring
+    /// VGAI_BASE_URL, VGAI_API_KEY and CALLHOOK_PUBLIC_URL to it (`callhook simulator --help`
+    /// tells which number gives which outcome).
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+/// Flags of `callhook simulator`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Listen address; callhook's VGAI_BASE_URL is `http://` and this address.
+    #[arg(
+        long,
+        env = "CALLHOOK_SIMULATOR_BIND",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub bind: String,
+    /// The X-Vgai-Key it accepts (others get 401).
+    #[arg(long, env = "VGAI_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Calls accepted per second per agent, in bursts of up to a second's worth; above it,
+    /// 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate_per_second: f64,
+    /// Milliseconds between accepting a call and sending its status callbacks.
+    #[arg(long, default_value_t = DEFAULT_CALLBACK_DELAY_MS)]
+    pub callback_delay_ms: u64,
+    /// Comma-separated agent ids that exist; others get 404. Unset: every agent id exists.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Deliver every status callback twice.
+    #[arg(long)]
+    pub duplicates: bool,
+    /// Also send, after each call's callback, an event timestamped a second earlier.
+    #[arg(long)]
+    pub out_of_order: bool,
+    /// Log format: json, or pretty (the default when stderr is a terminal).
+    #[arg(long, env = "CALLHOOK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+const DEFAULT_CALLBACK_DELAY_MS: u64 = 2_000;
+const DEFAULT_RATE_PER_SECOND: f64 = 5.0;
+
+/// A validated simulator configuration.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub bind: SocketAddr,
+    pub key: SecretString,
+    pub rate_per_second: f64,
+    pub callback_delay: Duration,
+    /// The agents that exist; `None`: every agent id does.
+    pub agents: Option<Vec<String>>,
+    pub duplicates: bool,
+    pub out_of_order: bool,
+}
+
+impl SimulatorConfig {
+    /// The defaults of `callhook simulator`, accepting `key`.
+    pub fn new(key: &str) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            key: SecretString::from(key.to_owned()),
+            rate_per_second: DEFAULT_RATE_PER_SECOND,
+            callback_delay: Duration::from_millis(DEFAULT_CALLBACK_DELAY_MS),
+            agents: None,
+            duplicates: false,
+            out_of_order: false,
+        }
+    }
+
+    pub fn from_args(args: SimulatorArgs) -> Result<Self, ConfigError> {
+        let bind: SocketAddr = args.bind.trim().parse().map_err(|_| {
+            invalid(
+                "CALLHOOK_SIMULATOR_BIND",
+                format!("{:?} is not an address such as 127.0.0.1:9090", args.bind),
+            )
+        })?;
+        let key = non_empty(Some(args.key)).ok_or_else(|| invalid("VGAI_API_KEY", "is empty"))?;
+        if !args.rate_per_second.is_finite() || args.rate_per_second < 0.0 {
+            return Err(invalid(
+                "--rate-per-second",
+                "must be a number of calls per second, 0 for no limit",
+            ));
+        }
+        let agents: Vec<String> = args
+            .agents
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        Ok(Self {
+            bind,
+            rate_per_second: args.rate_per_second,
+            callback_delay: Duration::from_millis(args.callback_delay_ms),
+            agents: (!agents.is_empty()).then_some(agents),
+            duplicates: args.duplicates,
+            out_of_order: args.out_of_order,
+            ..Self::new(&key)
+        })
+    }
 }
 
 /// A validated configuration.
@@ -126,6 +230,8 @@ pub struct Config {
     pub vgai_base_url: String,
     pub vgai_timeout: Duration,
     pub request_timeout: Duration,
+    /// Calls go to a built-in simulator that `main` starts and wires in.
+    pub simulate: bool,
 }
 
 /// A configuration refused at start-up, naming the variable and the reason.
@@ -215,6 +321,7 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
+            simulate: args.simulate,
         })
     }
 }
@@ -272,6 +379,53 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.api_tokens.len(), 2);
+    }
+
+    #[test]
+    fn simulate_follows_the_loopback_rule() {
+        let config = |argv: &[&str]| {
+            let mut full = vec!["callhook", "--simulate"];
+            full.extend_from_slice(argv);
+            Config::from_args(Cli::try_parse_from(full).unwrap().serve)
+        };
+        assert!(config(&[]).unwrap().simulate);
+        let err = config(&["--bind", "0.0.0.0:8080"]).unwrap_err();
+        assert_eq!(err.variable, "CALLHOOK_API_TOKENS");
+        let open = ["--api-tokens", "t1", "--ingest-secret", "s3cret"];
+        assert!(
+            config(&[&["--bind", "0.0.0.0:8080"], &open[..]].concat())
+                .unwrap()
+                .simulate
+        );
+        let argv = ["callhook", "serve", "--simulate"];
+        let Some(Command::Serve(serve)) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("serve subcommand");
+        };
+        assert!(serve.simulate);
+    }
+
+    #[test]
+    fn simulator_flags_are_validated() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["callhook", "simulator", "--key", "k"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Some(Command::Simulator(args)) => SimulatorConfig::from_args(args),
+                other => panic!("simulator subcommand, got {other:?}"),
+            }
+        };
+        let config = parse(&["--agents", "a1, a2", "--callback-delay-ms", "10"]).unwrap();
+        assert_eq!(config.agents, Some(vec!["a1".to_owned(), "a2".to_owned()]));
+        assert_eq!(config.callback_delay, Duration::from_millis(10));
+        assert_eq!(parse(&[]).unwrap().agents, None);
+        assert_eq!(
+            parse(&["--rate-per-second=-1"]).unwrap_err().variable,
+            "--rate-per-second"
+        );
+        assert_eq!(
+            parse(&["--bind", "nowhere"]).unwrap_err().variable,
+            "CALLHOOK_SIMULATOR_BIND"
+        );
     }
 
     #[test]

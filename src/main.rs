@@ -4,7 +4,8 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use callhook::config::{Cli, Command, Config, ServeArgs};
+use callhook::config::{Cli, Command, Config, ServeArgs, SimulatorArgs, SimulatorConfig};
+use callhook::simulator::{self, Simulator};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,12 +15,13 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => run(args).await,
         Some(Command::Migrate { database_url }) => migrate(&database_url).await,
         Some(Command::Healthcheck { bind }) => healthcheck(&bind).await,
+        Some(Command::Simulator(args)) => run_simulator(args).await,
     }
 }
 
 async fn run(args: ServeArgs) -> ExitCode {
     callhook::telemetry::init_logging(args.log_format);
-    let config = match Config::from_args(args) {
+    let mut config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
             tracing::error!(variable = err.variable, "invalid configuration: {err}");
@@ -42,6 +44,25 @@ async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if config.simulate {
+        let Ok(callhook) = listener.local_addr() else {
+            tracing::error!("cannot read the address callhook listens on");
+            return ExitCode::FAILURE;
+        };
+        match simulator::start_beside(&mut config, callhook).await {
+            Ok(address) => tracing::warn!(
+                simulator = %address,
+                "SIMULATING AI Studio: calls go to the built-in simulator, no phone rings; \
+                 the destination's last digit picks the outcome (0, 1, 9 answered; 2 busy; \
+                 3 timeout; 4 rejected; 5 cancelled; 6 failed; 7 duplicate busy; \
+                 8 out-of-order cancelled)"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the AI Studio simulator");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     tracing::info!(
         bind = %config.bind,
         database = store.backend(),
@@ -74,6 +95,43 @@ fn warn_if_open(config: &Config) {
             "CALLHOOK_INGEST_SECRET is not set: any /v1/status/{{anything}} URL accepts callbacks \
              and per-call status URLs are signed with a well-known key (allowed only on loopback)"
         );
+    }
+}
+
+/// `callhook simulator`: a stand-in for AI Studio until SIGTERM.
+async fn run_simulator(args: SimulatorArgs) -> ExitCode {
+    callhook::telemetry::init_logging(args.log_format);
+    let config = match SimulatorConfig::from_args(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("callhook simulator: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(config.bind).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(error = %err, bind = %config.bind, "cannot listen on CALLHOOK_SIMULATOR_BIND");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::warn!(
+        bind = %config.bind,
+        rate_per_second = config.rate_per_second,
+        callback_delay_ms = config.callback_delay.as_millis() as u64,
+        agents = config.agents.as_ref().map_or_else(|| "any".to_owned(), |a| a.join(",")),
+        duplicates = config.duplicates,
+        out_of_order = config.out_of_order,
+        "AI Studio simulator listening: set VGAI_BASE_URL=http://{} for callhook; \
+         `callhook simulator --help` lists the outcome of each last digit",
+        config.bind
+    );
+    match simulator::serve(listener, Simulator::new(config), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "simulator failed");
+            ExitCode::FAILURE
+        }
     }
 }
 
