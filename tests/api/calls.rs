@@ -342,7 +342,12 @@ async fn sip_addresses_pass_as_given(backend: Backend) {
         .expect(1)
         .mount(&upstream)
         .await;
-    let app = spawn(backend, &upstream).await;
+    // A US agent, for once: the call records its region.
+    let app = TestApp::spawn_with(
+        backend,
+        upstream_flags(&upstream.uri(), &[("vgai-region", "us")]),
+    )
+    .await;
 
     let call = place(
         &app,
@@ -350,6 +355,7 @@ async fn sip_addresses_pass_as_given(backend: Backend) {
     )
     .await;
     assert_eq!(call["to"], "sip:1234@sip.example.com");
+    assert_eq!(call["region"], "us");
     assert_eq!(call["session_parameters"], json!([]));
     assert_eq!(
         upstream_bodies(&upstream).await[0]["to"],
@@ -439,6 +445,15 @@ async fn metadata_is_stored_and_returned(backend: Backend) {
             .get("metadata")
             .is_none()
     );
+    // At most 8 KiB of it, refused before AI Studio is asked.
+    let oversized = json!({"blob": "x".repeat(9 * 1024)});
+    let reply = post_call(
+        &app,
+        &json!({"agent_id": AGENT, "to": "972541116037", "metadata": oversized}),
+        None,
+    )
+    .await;
+    assert!(error_fields(&reply.problem(422)).contains(&"metadata".to_owned()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +490,9 @@ async fn a_callback_on_the_call_status_url_becomes_its_outcome(backend: Backend)
     assert_eq!(outcome["call_id"], call_id.as_str());
     assert_eq!(outcome["occurred_at"], occurred_at);
     assert_eq!(outcome["event_count"], 1);
+    for field in ["occurred_at", "first_received_at", "last_received_at"] {
+        assert!(is_rfc3339_utc_millis(&outcome[field]), "{field}: {outcome}");
+    }
     assert_eq!(seen["state"], "initiated");
 
     let stored = get_ok(&app, &format!("/v1/outcomes/{conversation}")).await;
