@@ -409,9 +409,9 @@ pub async fn get_call(
         ("to" = Option<String>, Query, description = "Destination, as typed or in digits"),
         ("state" = Option<String>, Query, description = "Comma-separated: initiated, rejected, failed, unknown"),
         ("outcome" = Option<String>, Query, description = "Comma-separated callback statuses"),
-        ("since" = Option<String>, Query, description = "RFC 3339; created_at >= since"),
-        ("until" = Option<String>, Query, description = "RFC 3339; created_at < until"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; created_at >= since"),
+        ("until" = Option<String>, Query, format = DateTime, description = "RFC 3339; created_at < until"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 50"),
         ("cursor" = Option<String>, Query),
     ),
     responses(

@@ -48,9 +48,9 @@ pub async fn get_outcome(
         ("agent_id" = Option<String>, Query),
         ("to" = Option<String>, Query),
         ("call_id" = Option<uuid::Uuid>, Query),
-        ("since" = Option<String>, Query, description = "RFC 3339; occurred_at >= since"),
-        ("until" = Option<String>, Query, description = "RFC 3339; occurred_at < until"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 50"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; occurred_at >= since"),
+        ("until" = Option<String>, Query, format = DateTime, description = "RFC 3339; occurred_at < until"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(

@@ -17,8 +17,8 @@ use crate::domain::time::now;
     tag = "stats",
     security(("bearer" = [])),
     params(
-        ("since" = Option<String>, Query, description = "RFC 3339, inclusive; default until − 24 h"),
-        ("until" = Option<String>, Query, description = "RFC 3339, exclusive; default now"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive; default until − 24 h"),
+        ("until" = Option<String>, Query, format = DateTime, description = "RFC 3339, exclusive; default now"),
         ("agent_id" = Option<String>, Query),
     ),
     responses(

@@ -18,10 +18,12 @@ pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct CallbackBody {
-    #[schema(example = "60c09d70e6a68858f4220848")]
-    agent_id: Option<String>,
-    #[schema(example = "972542233016")]
-    to: Option<String>,
+    /// Kept when a string (or number); any other value is ignored, never refused.
+    #[schema(value_type = Value, required = false, example = "60c09d70e6a68858f4220848")]
+    agent_id: Option<serde_json::Value>,
+    /// Kept when a string (or number); any other value is ignored, never refused.
+    #[schema(value_type = Value, required = false, example = "972542233016")]
+    to: Option<serde_json::Value>,
     #[schema(example = "CON-4ee2e523-4ee13-4e98-ae94-e6e3e1ab9ac6")]
     conversation_uuid: String,
     /// `cancelled`, `rejected`, `busy`, `timeout`, `failed`, or any other string (stored as sent).
