@@ -1340,6 +1340,41 @@ async fn stats_count_outcomes_calls_and_initiated_calls(backend: Backend) {
     .problem(422);
 }
 
+/// A shutdown that arrives while a call is being placed waits for its answer.
+async fn shutdown_finishes_requests_in_flight(backend: Backend) {
+    let upstream = MockServer::start().await;
+    make_call()
+        .respond_with(accepted().set_delay(Duration::from_millis(400)))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let app = spawn(backend, &upstream).await;
+    let request = app
+        .client
+        .post(app.url("/v1/calls"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"agent_id": AGENT, "to": "972541116037"}))
+        .send();
+    let in_flight = tokio::spawn(request);
+    // Shut down once upstream has the request, i.e. while callhook waits for its answer.
+    while upstream
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        tokio::task::yield_now().await;
+    }
+    let base = app.base.clone();
+    app.shutdown().await;
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer listening"
+    );
+}
+
 backend_tests!(
     a_placed_call_is_201_with_location_and_the_documented_shape,
     sip_addresses_pass_as_given,
@@ -1367,4 +1402,5 @@ backend_tests!(
     a_call_whose_answer_could_not_be_recorded_is_not_placed_again,
     calls_are_filtered_and_paged_newest_first,
     stats_count_outcomes_calls_and_initiated_calls,
+    shutdown_finishes_requests_in_flight,
 );
