@@ -63,10 +63,17 @@ async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    // The bound address, not the configured one: with port 0 it tells which port was chosen.
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
     tracing::info!(
-        bind = %config.bind,
+        address,
         database = store.backend(),
-        public_url = config.public_url.as_deref().unwrap_or("(unset: calls cannot be placed)"),
+        public_url = config
+            .public_url
+            .as_deref()
+            .unwrap_or("(unset: calls cannot be placed)"),
         "callhook listening"
     );
     let app = callhook::app(callhook::state(&config, store));
