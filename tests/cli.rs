@@ -86,3 +86,18 @@ fn invalid_values_name_their_variable() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("VGAI_REGION"));
 }
+
+#[test]
+fn migrate_creates_the_schema_and_is_repeatable() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    for _ in 0..2 {
+        let output = callhook(&["migrate"], &[("DATABASE_URL", &url)]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(dir.path().join("fresh.db").exists());
+}

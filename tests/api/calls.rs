@@ -1340,6 +1340,40 @@ async fn stats_count_outcomes_calls_and_initiated_calls(backend: Backend) {
     .problem(422);
 }
 
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Calls by resulting state and upstream latency by outcome show on /metrics.
+async fn call_metrics_move(backend: Backend) {
+    let upstream = MockServer::start().await;
+    make_call().respond_with(accepted()).mount(&upstream).await;
+    let app = spawn(backend, &upstream).await;
+    let scrape = || async {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+    place(&app, json!({"agent_id": AGENT, "to": "972541116037"})).await;
+    let after = scrape().await;
+    // The recorder is process-wide and tests run in parallel: compare before and after.
+    for series in [
+        r#"callhook_calls_total{state="initiated"}"#,
+        r#"callhook_upstream_request_duration_seconds_count{outcome="200"}"#,
+    ] {
+        assert!(
+            sample(&after, series) >= sample(&before, series) + 1.0,
+            "{series}"
+        );
+    }
+}
+
 /// A shutdown that arrives while a call is being placed waits for its answer.
 async fn shutdown_finishes_requests_in_flight(backend: Backend) {
     let upstream = MockServer::start().await;
@@ -1403,4 +1437,5 @@ backend_tests!(
     calls_are_filtered_and_paged_newest_first,
     stats_count_outcomes_calls_and_initiated_calls,
     shutdown_finishes_requests_in_flight,
+    call_metrics_move,
 );
