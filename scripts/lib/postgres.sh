@@ -5,11 +5,11 @@ PG_BIN=/usr/lib/postgresql/15/bin
 
 start_postgres() {
   if [ ! -x "$PG_BIN/initdb" ]; then
-    echo "PostgreSQL 15 server binaries are missing; installing the postgresql-15 package" >&2
+    echo "PostgreSQL 15 server binaries are missing; installing the postgresql package" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-15 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
   fi
   # initdb refuses to run as root: run the server as the unprivileged `postgres` user then.
   PG_AS_OWNER=()
