@@ -327,10 +327,11 @@ fn compose_wires_every_specified_variable_with_the_images_port() {
             .any(|p| p.ends_with(&format!(":{bind_port}"))),
         "ports {published:?}"
     );
+    // Secrets come from .env; without them callhook refuses its non-loopback bind itself.
     for secret in ["CALLHOOK_API_TOKENS", "CALLHOOK_INGEST_SECRET"] {
         assert!(
-            value(secret).starts_with(&format!("${{{secret}:?")),
-            "{secret} must be required"
+            value(secret).starts_with(&format!("${{{secret}")),
+            "{secret} comes from .env"
         );
     }
 }
