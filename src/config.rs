@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Seconds after which a request is abandoned with 408.
     #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
     pub request_timeout_secs: f64,
+    /// Most status callbacks committed in one transaction (group commit); 1 turns it off.
+    #[arg(long, env = "CALLHOOK_INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ingest_batch_max: u16,
     /// Place calls through a built-in AI Studio simulator on a free loopback port, wiring
     /// VGAI_BASE_URL, VGAI_API_KEY and CALLHOOK_PUBLIC_URL to it (`callhook simulator --help`
     /// tells which number gives which outcome).
@@ -230,6 +233,7 @@ pub struct Config {
     pub vgai_base_url: String,
     pub vgai_timeout: Duration,
     pub request_timeout: Duration,
+    pub ingest_batch_max: usize,
     /// Calls go to a built-in simulator that `main` starts and wires in.
     pub simulate: bool,
 }
@@ -321,6 +325,7 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
+            ingest_batch_max: usize::from(args.ingest_batch_max),
             simulate: args.simulate,
         })
     }

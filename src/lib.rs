@@ -46,7 +46,10 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
         config.vgai_timeout,
     );
     AppState {
-        ingestor: Ingestor::start(store.clone(), BatchSettings::for_backend(store.backend())),
+        ingestor: Ingestor::start(
+            store.clone(),
+            BatchSettings::for_backend(store.backend(), config.ingest_batch_max),
+        ),
         store,
         placer: Arc::new(placer),
         api_tokens: SecretSet::new(&config.api_tokens),

@@ -27,17 +27,9 @@ pub struct BatchSettings {
 
 impl BatchSettings {
     /// SQLite has one writer at a time anyway; PostgreSQL commits in parallel.
-    pub fn for_backend(backend: &str) -> Self {
-        match backend {
-            "sqlite" => Self {
-                writers: 1,
-                max_batch: 256,
-            },
-            _ => Self {
-                writers: 4,
-                max_batch: 256,
-            },
-        }
+    pub fn for_backend(backend: &str, max_batch: usize) -> Self {
+        let writers = if backend == "sqlite" { 1 } else { 4 };
+        Self { writers, max_batch }
     }
 }
 
