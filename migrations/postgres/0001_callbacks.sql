@@ -1,9 +1,10 @@
--- Status callbacks and the outcomes folded from them. Both tables stay distributable by
+-- Status callbacks and the outcomes folded from them (conversation_uuid in byte order, as in
+-- SQLite, so that both backends page alike). Both tables stay distributable by
 -- conversation_uuid on Citus: every key includes it, and no triggers maintain outcomes.
 
 CREATE TABLE callback_events (
     id                bigint GENERATED ALWAYS AS IDENTITY,
-    conversation_uuid text        NOT NULL,
+    conversation_uuid text        COLLATE "C" NOT NULL,
     status            text        NOT NULL,
     occurred_at       timestamptz NOT NULL,
     received_at       timestamptz NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE callback_events (
 );
 
 CREATE TABLE outcomes (
-    conversation_uuid  text        NOT NULL PRIMARY KEY,
+    conversation_uuid  text        COLLATE "C" NOT NULL PRIMARY KEY,
     status             text        NOT NULL,
     agent_id           text,
     destination        text,

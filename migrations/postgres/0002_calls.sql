@@ -28,3 +28,5 @@ CREATE TABLE idempotency_keys (
     created_at      timestamptz NOT NULL,
     expires_at      timestamptz NOT NULL
 );
+
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);

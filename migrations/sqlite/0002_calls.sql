@@ -28,3 +28,5 @@ CREATE TABLE idempotency_keys (
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);

@@ -34,7 +34,9 @@ impl Cursor {
 
     pub fn decode(raw: &str) -> Option<Self> {
         let json = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
-        serde_json::from_slice(&json).ok()
+        let cursor: Self = serde_json::from_slice(&json).ok()?;
+        let at = chrono::DateTime::from_timestamp_micros(cursor.at_micros)?;
+        super::time::in_range(at).map(|_| cursor)
     }
 
     pub fn at(&self) -> Timestamp {
@@ -94,6 +96,11 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("not a cursor"), None);
         assert_eq!(Cursor::decode("e30"), None); // "{}"
+        let far = Cursor {
+            at_micros: i64::MAX,
+            key: "k".into(),
+        };
+        assert_eq!(Cursor::decode(&far.encode()), None);
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Instants as callhook reads and writes them: parsed leniently, kept at microsecond
 //! precision (what Postgres stores), and always written as RFC 3339 UTC with milliseconds.
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, Utc};
 use serde::Serializer;
 
 pub type Timestamp = DateTime<Utc>;
 
 /// Parses an RFC 3339 timestamp; one without an offset (as AI Studio sends) is read as UTC.
+/// Instants whose UTC year RFC 3339 cannot write (outside 0000–9999) are refused.
 pub fn parse_timestamp(raw: &str) -> Option<Timestamp> {
     let raw = raw.trim();
-    if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
-        return Some(at.with_timezone(&Utc).trunc_subsecs(6));
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
-        .map(|naive| naive.and_utc().trunc_subsecs(6))
+    let at = match DateTime::parse_from_rfc3339(raw) {
+        Ok(at) => at.with_timezone(&Utc),
+        Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())?
+            .and_utc(),
+    };
+    in_range(at).map(|at| at.trunc_subsecs(6))
+}
+
+/// The instant, if RFC 3339 can write its UTC year.
+pub fn in_range(at: Timestamp) -> Option<Timestamp> {
+    (0..=9999).contains(&at.year()).then_some(at)
 }
 
 /// The current instant at the precision callhook stores.
@@ -71,6 +78,10 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
+        assert!(
+            parse_timestamp("9999-12-31T23:00:00-05:00").is_none(),
+            "year 10000 in UTC"
+        );
         assert!(parse_timestamp("yesterday").is_none());
         assert!(parse_timestamp("2022-13-31T00:00:00Z").is_none());
         assert!(parse_timestamp("").is_none());

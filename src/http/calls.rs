@@ -47,9 +47,6 @@ struct Answer {
     body: String,
     location: Option<Uuid>,
     retry_after: Option<u64>,
-    /// The call was certainly not placed, for a reason that may pass: a retry with the same
-    /// `Idempotency-Key` should try again rather than replay this answer.
-    retryable: bool,
 }
 
 impl IntoResponse for Answer {
@@ -152,7 +149,6 @@ async fn create(
                 body,
                 location,
                 retry_after: None,
-                retryable: false,
             };
             let mut response = replay.into_response();
             response
@@ -179,14 +175,15 @@ async fn create(
             return Err(err);
         }
     };
-    // A call that provably was not placed, for a reason that may pass, frees its key.
-    if answer.retryable {
-        state.store.release_idempotency_key(&key).await?;
-    } else {
-        state
-            .store
-            .complete_idempotency_key(&key, answer.status.as_u16(), &answer.body)
-            .await?;
+    // Once AI Studio was asked, the key keeps this answer, whatever it is: a retry replays it
+    // and never rings anybody a second time. Should storing it fail, the key stays "in
+    // progress" (409 until it expires), and this client still gets the answer.
+    if let Err(err) = state
+        .store
+        .complete_idempotency_key(&key, answer.status.as_u16(), &answer.body)
+        .await
+    {
+        tracing::error!(error = %err, "could not store the answer of an Idempotency-Key");
     }
     Ok(answer.into_response())
 }
@@ -213,7 +210,6 @@ async fn place(state: &AppState, request: CallRequest) -> Result<Answer, ApiErro
                 body: serde_json::to_string(&problem).expect("a problem serializes"),
                 location: None,
                 retry_after: None,
-                retryable: false,
             });
         }
         Err(err) => return Err(place_error(err)),
@@ -224,21 +220,14 @@ async fn place(state: &AppState, request: CallRequest) -> Result<Answer, ApiErro
             body: serde_json::to_string(&call).expect("a call serializes"),
             location: Some(call.id),
             retry_after: None,
-            retryable: false,
         });
     };
     let (problem, retry_after) = failure_problem(&failure, &agent_id, &call);
-    let retryable = match failure {
-        Failure::Refused { status, .. } => status == 429 || status >= 500,
-        Failure::Unreachable => true,
-        Failure::Timeout | Failure::Indeterminate(_) => false,
-    };
     Ok(Answer {
         status: StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY),
         body: serde_json::to_string(&problem.with_call_id(call.id)).expect("a problem serializes"),
         location: None,
         retry_after,
-        retryable,
     })
 }
 
@@ -449,6 +438,13 @@ pub async fn list_calls(
         until: query.timestamp("until"),
     };
     let page = query.page();
+    if page
+        .after
+        .as_ref()
+        .is_some_and(|c| Uuid::parse_str(&c.key).is_err())
+    {
+        query.reject("cursor", "is not a cursor returned by this endpoint");
+    }
     query.finish()?;
     Ok(Json(state.store.calls(&filter, &page).await?))
 }

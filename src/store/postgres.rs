@@ -34,7 +34,8 @@ const INSERT_EVENT: &str = "INSERT INTO callback_events \
      ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING RETURNING id";
 
 /// Folds one new event into its outcome. The winner is the greatest
-/// `(occurred_at, received_at, status)`, so any arrival order gives the same row.
+/// `(occurred_at, received_at, status)`, so any arrival order gives the same row; the
+/// descriptive columns come from the winner when it has them, else from the others.
 const UPSERT_OUTCOME: &str = "INSERT INTO outcomes AS o \
      (conversation_uuid, status, agent_id, destination, occurred_at, status_received_at, call_id, \
       event_count, first_received_at, last_received_at) \
@@ -46,9 +47,12 @@ const UPSERT_OUTCOME: &str = "INSERT INTO outcomes AS o \
        status_received_at = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
                         > (o.occurred_at, o.status_received_at, o.status) \
                      THEN EXCLUDED.status_received_at ELSE o.status_received_at END, \
-       agent_id = COALESCE(o.agent_id, EXCLUDED.agent_id), \
-       destination = COALESCE(o.destination, EXCLUDED.destination), \
-       call_id = COALESCE(o.call_id, EXCLUDED.call_id), \
+       agent_id = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
+                     THEN COALESCE(EXCLUDED.agent_id, o.agent_id) ELSE COALESCE(o.agent_id, EXCLUDED.agent_id) END, \
+       destination = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
+                     THEN COALESCE(EXCLUDED.destination, o.destination) ELSE COALESCE(o.destination, EXCLUDED.destination) END, \
+       call_id = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
+                     THEN COALESCE(EXCLUDED.call_id, o.call_id) ELSE COALESCE(o.call_id, EXCLUDED.call_id) END, \
        occurred_at = GREATEST(o.occurred_at, EXCLUDED.occurred_at), \
        event_count = o.event_count + 1, \
        first_received_at = LEAST(o.first_received_at, EXCLUDED.first_received_at), \
@@ -135,10 +139,15 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip(self))]
     async fn outcome(&self, conversation_uuid: &str) -> Result<Option<Outcome>, StoreError> {
+        // One snapshot, so that the events agree with the outcome's count and status.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let sql = format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE conversation_uuid = $1");
         let Some(row) = sqlx::query(&sql)
             .bind(conversation_uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
@@ -149,8 +158,9 @@ impl Store for PostgresStore {
              WHERE conversation_uuid = $1 ORDER BY occurred_at, received_at, id",
         )
         .bind(conversation_uuid)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         outcome.events = Some(
             events
                 .iter()
@@ -286,7 +296,7 @@ impl Store for PostgresStore {
         }
         if !filter.outcome_statuses.is_empty() {
             query
-                .push(" AND EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id AND o.status = ANY(")
+                .push(" AND id IN (SELECT call_id FROM outcomes WHERE status = ANY(")
                 .push_bind(filter.outcome_statuses.clone())
                 .push("))");
         }
@@ -341,12 +351,17 @@ impl Store for PostgresStore {
             .collect();
         calls.extend(counts(query.build().fetch_all(&self.pool).await?)?);
 
+        // A join on a grouped subquery rather than correlated subqueries, which Citus can
+        // plan when outcomes are distributed.
         let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT count(*), \
-             count(*) FILTER (WHERE EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id AND o.status = ANY(",
+            "SELECT count(*), count(*) FILTER (WHERE f.failed), \
+             count(*) FILTER (WHERE f.call_id IS NULL) FROM calls LEFT JOIN \
+             (SELECT call_id, bool_or(status = ANY(",
         );
-        query.push_bind(FAILURE_STATUSES.to_vec()).push("))), count(*) FILTER (WHERE NOT EXISTS \
-             (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id)) FROM calls WHERE state = 'initiated'");
+        query.push_bind(FAILURE_STATUSES.to_vec()).push(
+            ")) AS failed FROM outcomes WHERE call_id IS NOT NULL GROUP BY call_id) f \
+             ON f.call_id = calls.id WHERE state = 'initiated'",
+        );
         push_window(
             &mut query,
             "created_at",
@@ -375,8 +390,8 @@ impl Store for PostgresStore {
         request_hash: &str,
         now: Timestamp,
     ) -> Result<Claim, StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND expires_at <= $2")
-            .bind(key)
+        // Expired keys go as new ones come.
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;

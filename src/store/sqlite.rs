@@ -50,9 +50,12 @@ const UPSERT_OUTCOME: &str = "INSERT INTO outcomes \
        status_received_at = CASE WHEN (excluded.occurred_at, excluded.status_received_at, excluded.status) \
                         > (outcomes.occurred_at, outcomes.status_received_at, outcomes.status) \
                      THEN excluded.status_received_at ELSE outcomes.status_received_at END, \
-       agent_id = COALESCE(outcomes.agent_id, excluded.agent_id), \
-       destination = COALESCE(outcomes.destination, excluded.destination), \
-       call_id = COALESCE(outcomes.call_id, excluded.call_id), \
+       agent_id = CASE WHEN (excluded.occurred_at, excluded.status_received_at, excluded.status) > (outcomes.occurred_at, outcomes.status_received_at, outcomes.status) \
+                     THEN COALESCE(excluded.agent_id, outcomes.agent_id) ELSE COALESCE(outcomes.agent_id, excluded.agent_id) END, \
+       destination = CASE WHEN (excluded.occurred_at, excluded.status_received_at, excluded.status) > (outcomes.occurred_at, outcomes.status_received_at, outcomes.status) \
+                     THEN COALESCE(excluded.destination, outcomes.destination) ELSE COALESCE(outcomes.destination, excluded.destination) END, \
+       call_id = CASE WHEN (excluded.occurred_at, excluded.status_received_at, excluded.status) > (outcomes.occurred_at, outcomes.status_received_at, outcomes.status) \
+                     THEN COALESCE(excluded.call_id, outcomes.call_id) ELSE COALESCE(outcomes.call_id, excluded.call_id) END, \
        occurred_at = max(outcomes.occurred_at, excluded.occurred_at), \
        event_count = outcomes.event_count + 1, \
        first_received_at = min(outcomes.first_received_at, excluded.first_received_at), \
@@ -140,27 +143,31 @@ impl Store for SqliteStore {
             Ok(())
         }
         .await;
-        match result {
-            Ok(()) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(recorded)
+        let result = match result {
+            Ok(()) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            // The connection goes back to the pool only with its transaction closed.
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.detach();
             }
-            Err(err) => {
-                // The connection goes back to the pool only with its transaction closed.
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    conn.detach();
-                }
-                Err(err)
-            }
+            return Err(err);
         }
+        Ok(recorded)
     }
 
     #[tracing::instrument(skip(self))]
     async fn outcome(&self, conversation_uuid: &str) -> Result<Option<Outcome>, StoreError> {
+        // One read transaction: a WAL snapshot, so that the events agree with the outcome.
+        let mut tx = self.pool.begin().await?;
         let sql = format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE conversation_uuid = ?");
         let Some(row) = sqlx::query(&sql)
             .bind(conversation_uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
@@ -171,8 +178,9 @@ impl Store for SqliteStore {
              WHERE conversation_uuid = ? ORDER BY occurred_at, received_at, id",
         )
         .bind(conversation_uuid)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         outcome.events = Some(
             events
                 .iter()
@@ -303,8 +311,8 @@ impl Store for SqliteStore {
             .collect();
         push_in(&mut query, "state", &states);
         if !filter.outcome_statuses.is_empty() {
-            query.push(" AND EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id");
-            push_in(&mut query, "o.status", &filter.outcome_statuses);
+            query.push(" AND id IN (SELECT call_id FROM outcomes WHERE 1");
+            push_in(&mut query, "status", &filter.outcome_statuses);
             query.push(")");
         }
         push_window(&mut query, "created_at", filter.since, filter.until);
@@ -356,14 +364,18 @@ impl Store for SqliteStore {
             .collect();
         calls.extend(counts(query.build().fetch_all(&self.pool).await?)?);
 
-        let failures: Vec<String> = FAILURE_STATUSES.iter().map(|s| (*s).to_owned()).collect();
         let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT count(*), \
-             coalesce(sum(EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id",
+            "SELECT count(*), coalesce(sum(f.failed), 0), coalesce(sum(f.call_id IS NULL), 0) \
+             FROM calls LEFT JOIN (SELECT call_id, max(status IN (",
         );
-        push_in(&mut query, "o.status", &failures);
-        query.push(")), 0), coalesce(sum(NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.call_id = calls.id)), 0) \
-             FROM calls WHERE state = 'initiated'");
+        let mut list = query.separated(", ");
+        for status in FAILURE_STATUSES {
+            list.push_bind(status);
+        }
+        query.push(
+            ")) AS failed FROM outcomes WHERE call_id IS NOT NULL GROUP BY call_id) f \
+             ON f.call_id = calls.id WHERE state = 'initiated'",
+        );
         push_window(
             &mut query,
             "created_at",
@@ -392,8 +404,8 @@ impl Store for SqliteStore {
         request_hash: &str,
         now: Timestamp,
     ) -> Result<Claim, StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = ? AND expires_at <= ?")
-            .bind(key)
+        // Expired keys go as new ones come.
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
             .bind(to_micros(&now))
             .execute(&self.pool)
             .await?;

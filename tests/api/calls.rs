@@ -911,21 +911,25 @@ async fn the_same_idempotency_key_and_body_replays_the_first_answer(backend: Bac
 }
 
 async fn the_same_idempotency_key_replays_a_refusal(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(404, "agent not found"))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
-    let body = json!({"agent_id": MISSING_AGENT, "to": "972541116037"});
+    // Whatever AI Studio answered, the key keeps it: the same request is never sent twice.
+    for (status, expected) in [(404, 404), (500, 502), (429, 429)] {
+        let upstream = MockServer::start().await;
+        make_call()
+            .respond_with(upstream_error(status, "refused"))
+            .expect(1)
+            .mount(&upstream)
+            .await;
+        let app = spawn(backend, &upstream).await;
+        let body = json!({"agent_id": MISSING_AGENT, "to": "972541116037"});
+        let key = format!("k-{status}");
 
-    let first = post_call(&app, &body, Some("k-404")).await;
-    first.problem(404);
-    let second = post_call(&app, &body, Some("k-404")).await;
-    second.problem(404);
-    assert_eq!(second.text, first.text);
-    assert_eq!(ids(&get_ok(&app, "/v1/calls").await).len(), 1);
+        let first = post_call(&app, &body, Some(&key)).await;
+        first.problem(expected);
+        let second = post_call(&app, &body, Some(&key)).await;
+        second.problem(expected);
+        assert_eq!(second.text, first.text);
+        assert_eq!(ids(&get_ok(&app, "/v1/calls").await).len(), 1);
+    }
 }
 
 async fn an_idempotency_key_reused_with_another_body_is_422(backend: Backend) {

@@ -169,6 +169,32 @@ async fn invalid_filters_are_422_naming_each(backend: Backend) {
         want.sort();
         assert_eq!(got, want, "{query}");
     }
+    // A cursor of another list, or one pointing past the year 9999, is not a cursor here.
+    seed(
+        &app,
+        "C1",
+        "busy",
+        "a",
+        "972500000001",
+        "2022-05-01T10:00:00Z",
+    )
+    .await;
+    seed(
+        &app,
+        "C2",
+        "busy",
+        "a",
+        "972500000001",
+        "2022-05-02T10:00:00Z",
+    )
+    .await;
+    let page = app.get_json("/v1/outcomes?limit=1").await;
+    let foreign = page["next_cursor"].as_str().unwrap();
+    let problem = assert_problem(app.get(&format!("/v1/calls?cursor={foreign}")).await, 422).await;
+    assert_eq!(error_fields(&problem), ["cursor"]);
+    let far = "eyJ0Ijo5MjIzMzcyMDM2ODU0Nzc1ODA3LCJrIjoiQzEifQ"; // {"t":i64::MAX,"k":"C1"}
+    let problem = assert_problem(app.get(&format!("/v1/outcomes?cursor={far}")).await, 422).await;
+    assert_eq!(error_fields(&problem), ["cursor"]);
     assert_eq!(app.get("/v1/outcomes?limit=1000").await.status(), 200);
     assert_eq!(app.get("/v1/outcomes?limit=1").await.status(), 200);
 }

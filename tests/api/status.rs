@@ -21,6 +21,7 @@ backend_tests!(
     concurrent_deliveries_store_each_event_once,
     callbacks_survive_a_restart,
     control_characters_never_fail_a_batch,
+    descriptive_fields_follow_the_latest_event_in_any_order,
 );
 
 async fn documented_callback_is_stored_and_read_back(backend: Backend) {
@@ -334,4 +335,23 @@ async fn control_characters_never_fail_a_batch(backend: Backend) {
     let bad = json!({"conversation_uuid": "CON\u{0}", "status": "busy", "timestamp": "2022-05-31T06:40:45Z"});
     let problem = assert_problem(app.post_status(&bad).await, 422).await;
     assert_eq!(error_fields(&problem), ["conversation_uuid"]);
+}
+
+async fn descriptive_fields_follow_the_latest_event_in_any_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let event = |id: &str, agent: &str, to: &str, at: &str| json!({"agent_id": agent, "to": to, "conversation_uuid": id, "status": "busy", "timestamp": at});
+    for (id, first_is_older) in [("CON-order-a", true), ("CON-order-b", false)] {
+        let older = event(id, "agent-old", "972500000001", "2022-05-31T06:40:00Z");
+        let newer = event(id, "agent-new", "972500000002", "2022-05-31T06:41:00Z");
+        let (first, second) = if first_is_older {
+            (older, newer)
+        } else {
+            (newer, older)
+        };
+        app.post_status(&first).await;
+        app.post_status(&second).await;
+        let outcome = app.get_json(&format!("/v1/outcomes/{id}")).await;
+        assert_eq!(outcome["agent_id"], "agent-new", "{id}");
+        assert_eq!(outcome["to"], "972500000002", "{id}");
+    }
 }
