@@ -1344,16 +1344,6 @@ async fn stats_count_outcomes_calls_and_initiated_calls(backend: Backend) {
     .problem(422);
 }
 
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 /// Calls by resulting state and upstream latency by outcome show on /metrics.
 async fn call_metrics_move(backend: Backend) {
     let upstream = MockServer::start().await;

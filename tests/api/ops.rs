@@ -154,16 +154,6 @@ async fn health_and_readiness_answer(backend: Backend) {
     assert_eq!(ready["database"], expected);
 }
 
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 async fn metrics_move_with_traffic(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     // The recorder is process-wide and tests run in parallel: compare before and after.
