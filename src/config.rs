@@ -291,14 +291,16 @@ impl Config {
             .map(|t| SecretString::from(t.to_owned()))
             .collect();
         let ingest_secret = non_empty(args.ingest_secret);
+        // The secret is one path segment, compared after percent-decoding: only what cannot
+        // stand in a segment as typed is refused.
         if let Some(secret) = &ingest_secret
-            && !secret
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            && secret
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "/?#".contains(c))
         {
             return Err(invalid(
                 "CALLHOOK_INGEST_SECRET",
-                "must be a URL path segment: letters, digits and - _ . ~ only",
+                "must be usable as one URL path segment: no spaces, control characters, / ? or #",
             ));
         }
         if !bind.ip().is_loopback() && (api_tokens.is_empty() || ingest_secret.is_none()) {

@@ -13,6 +13,7 @@ backend_tests!(
     missing_or_invalid_fields_are_422_naming_each,
     bodies_over_64_kib_are_413,
     wrong_secret_is_401_and_nothing_is_stored,
+    secrets_with_url_special_characters_work,
     any_content_type_is_accepted,
     offsetless_timestamps_are_utc,
     unknown_statuses_are_stored_as_sent,
@@ -354,4 +355,30 @@ async fn descriptive_fields_follow_the_latest_event_in_any_order(backend: Backen
         assert_eq!(outcome["agent_id"], "agent-new", "{id}");
         assert_eq!(outcome["to"], "972500000002", "{id}");
     }
+}
+
+async fn secrets_with_url_special_characters_work(backend: Backend) {
+    // A base64-style secret: `+`, `=` and `%` stand in a path segment (`%` percent-encoded).
+    let secret = "ab+c=d%e~f";
+    let mut flags = default_flags();
+    flags.retain(|(k, _)| k != "ingest-secret");
+    flags.push(("ingest-secret".into(), secret.into()));
+    let app = TestApp::spawn_with(backend, flags).await;
+    let body = callback("CON-b64", "busy", "2022-05-31T06:40:45Z").to_string();
+    let post = |path: String| app.client.post(app.url(&path)).body(body.clone()).send();
+    assert_eq!(
+        post("/v1/status/ab+c=d%25e~f".into())
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        post("/v1/status/ab+c=d%25e~g".into())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(app.get("/v1/outcomes/CON-b64").await.status(), 200);
 }
