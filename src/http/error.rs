@@ -43,16 +43,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body exceeds {0} bytes")]
-    PayloadTooLarge(usize),
-    #[error("{detail}")]
-    TooManyRequests { detail: String, retry_after: u64 },
-    #[error("{0}")]
-    BadGateway(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    GatewayTimeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A callback could not be committed (shared by the callbacks of one batch).
@@ -75,11 +67,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other { status, .. } => *status,
         }
@@ -160,16 +148,6 @@ impl IntoResponse for ApiError {
                     "an internal error occurred; it has been logged".to_owned(),
                     None,
                 )
-            }
-            Self::TooManyRequests {
-                detail,
-                retry_after,
-            } => {
-                let mut response = problem_response(status, detail, None);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                return response;
             }
             Self::Unauthorized(detail) => {
                 let mut response = problem_response(status, detail.to_owned(), None);

@@ -111,11 +111,6 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(ops)
 }
 
-/// The OpenAPI document of every route.
-pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
-    routes(state).split_for_parts().1
-}
-
 /// The whole application: routes, state and middleware.
 pub fn router(state: AppState) -> Router {
     let (router, document) = routes(&state).split_for_parts();

@@ -90,29 +90,32 @@ async fn write_batches(
             }
         }
         metrics::histogram!("callhook_ingest_batch_size").record(jobs.len() as f64);
-        let callbacks: Vec<Callback> = jobs.iter().map(|job| job.callback.clone()).collect();
+        let (callbacks, replies): (Vec<Callback>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| (job.callback, job.reply))
+            .unzip();
         match store.record_callbacks(&callbacks).await {
             Ok(recorded) => {
-                for (job, recorded) in jobs.into_iter().zip(recorded) {
-                    let _ = job.reply.send(Ok(recorded));
+                for (reply, recorded) in replies.into_iter().zip(recorded) {
+                    let _ = reply.send(Ok(recorded));
                 }
             }
             // One bad callback must not fail the others: write them one by one.
-            Err(err) if jobs.len() > 1 => {
-                tracing::warn!(error = %err, batch = jobs.len(), "batch failed; writing its callbacks singly");
-                for job in jobs {
+            Err(err) if callbacks.len() > 1 => {
+                tracing::warn!(error = %err, batch = callbacks.len(), "batch failed; writing its callbacks singly");
+                for (callback, reply) in callbacks.iter().zip(replies) {
                     let result = store
-                        .record_callbacks(std::slice::from_ref(&job.callback))
+                        .record_callbacks(std::slice::from_ref(callback))
                         .await
                         .map(|recorded| recorded[0])
                         .map_err(Arc::new);
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
             Err(err) => {
                 let err = Arc::new(err);
-                for job in jobs {
-                    let _ = job.reply.send(Err(err.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
