@@ -33,6 +33,12 @@ const INSERT_EVENT: &str = "INSERT INTO callback_events \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING RETURNING id";
 
+/// Serialises writers per conversation with transaction-scoped advisory locks, taken in key
+/// order so that no two transactions wait on each other. Conversations whose keys collide
+/// merely share a lock. The subquery's ORDER BY keeps it from being flattened.
+const LOCK_CONVERSATIONS: &str = "SELECT pg_advisory_xact_lock(key) FROM \
+     (SELECT DISTINCT hashtextextended(c, 0) AS key FROM unnest($1::text[]) AS c ORDER BY key) AS keys";
+
 /// Folds one new event into its outcome. The winner is the greatest
 /// `(occurred_at, received_at, status)`, so any arrival order gives the same row; the
 /// descriptive columns come from the winner when it has them, else from the others.
@@ -96,7 +102,16 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(count = callbacks.len()))]
     async fn record_callbacks(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError> {
-        // Rows are locked in conversation order so that concurrent batches cannot deadlock.
+        // A conversation's event keys and its outcome row are two locks; were they taken in
+        // whatever order batches meet them, two batches holding events of one conversation
+        // could wait on each other. So each transaction first takes one lock per conversation,
+        // in a global order, and everything it writes after that is uncontended.
+        let mut conversations: Vec<&str> = callbacks
+            .iter()
+            .map(|cb| cb.conversation_uuid.as_str())
+            .collect();
+        conversations.sort_unstable();
+        conversations.dedup();
         let mut order: Vec<usize> = (0..callbacks.len()).collect();
         order.sort_by(|&a, &b| {
             callbacks[a]
@@ -105,6 +120,10 @@ impl Store for PostgresStore {
         });
         let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
         let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_CONVERSATIONS)
+            .bind(&conversations)
+            .execute(&mut *tx)
+            .await?;
         for index in order {
             let cb = &callbacks[index];
             let inserted = sqlx::query(INSERT_EVENT)

@@ -7,3 +7,4 @@ mod openapi;
 mod ops;
 mod outcomes;
 mod status;
+mod store;
