@@ -22,6 +22,7 @@ use crate::calls::CallPlacer;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::http::auth::SecretSet;
+use crate::ingest::spool::Spool;
 use crate::ingest::{BatchSettings, Ingestor};
 use crate::status_url::StatusUrlSigner;
 use crate::store::{Store, StoreError};
@@ -33,8 +34,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     Ok(store)
 }
 
-/// The state handlers share, built from a validated configuration and an open store.
-pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
+/// The state handlers share, built from a validated configuration and an open store. Fails
+/// when the spool directory cannot be opened.
+pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState> {
     let signer = StatusUrlSigner::new(config.ingest_secret.as_ref());
     let placer = CallPlacer::new(
         store.clone(),
@@ -45,9 +47,16 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
         config.public_url.clone(),
         config.vgai_timeout,
     );
-    AppState {
+    let spool = Spool::open(&config.spool_dir).map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("CALLHOOK_SPOOL_DIR {}: {err}", config.spool_dir.display()),
+        )
+    })?;
+    Ok(AppState {
         ingestor: Ingestor::start(
             store.clone(),
+            spool,
             BatchSettings::for_backend(store.backend(), config.ingest_batch_max),
         ),
         store,
@@ -58,7 +67,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> AppState {
         metrics: telemetry::metrics_handle(),
         request_timeout: config.request_timeout,
         openapi: Arc::new(OnceLock::new()),
-    }
+    })
 }
 
 /// The whole application as a router, for serving or for driving in-process.

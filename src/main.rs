@@ -63,20 +63,28 @@ async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    let backend = store.backend();
+    let state = match callhook::state(&config, store) {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot open the callback spool");
+            return ExitCode::FAILURE;
+        }
+    };
     // The bound address, not the configured one: with port 0 it tells which port was chosen.
     let address = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
     tracing::info!(
         address,
-        database = store.backend(),
+        database = backend,
         public_url = config
             .public_url
             .as_deref()
             .unwrap_or("(unset: calls cannot be placed)"),
         "callhook listening"
     );
-    let app = callhook::app(callhook::state(&config, store));
+    let app = callhook::app(state);
     match callhook::serve(listener, app, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("callhook stopped");

@@ -88,6 +88,26 @@ fn invalid_values_name_their_variable() {
 }
 
 #[test]
+fn an_unusable_spool_directory_stops_start_up_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("spool.db").display());
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let spool = not_a_dir.join("spool");
+    let output = callhook(
+        &[],
+        &[
+            ("DATABASE_URL", &url),
+            ("CALLHOOK_BIND", "127.0.0.1:0"),
+            ("CALLHOOK_SPOOL_DIR", spool.to_str().unwrap()),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CALLHOOK_SPOOL_DIR"), "{stderr}");
+}
+
+#[test]
 fn migrate_creates_the_schema_and_is_repeatable() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fresh.db").display());

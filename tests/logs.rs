@@ -25,6 +25,7 @@ impl Service {
     fn start(upstream: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_callhook"))
+            .current_dir(dir.path())
             .env_clear()
             .envs([
                 (

@@ -68,8 +68,10 @@ impl Demo {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let callhook_url = format!("http://{}", listener.local_addr().unwrap());
         let database_url = format!("sqlite://{}", dir.path().join("callhook.db").display());
+        let spool_dir = dir.path().join("spool").display().to_string();
         let mut settings: Vec<(&str, &str)> = vec![
             ("database-url", &database_url),
+            ("spool-dir", &spool_dir),
             ("api-tokens", TOKEN),
             ("ingest-secret", SECRET),
             ("public-url", &callhook_url),
@@ -84,7 +86,7 @@ impl Demo {
             .chain(settings.iter().map(|(k, v)| format!("--{k}={v}")));
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
         let store = callhook::open_store(&config).await.unwrap();
-        let app = callhook::app(callhook::state(&config, store));
+        let app = callhook::app(callhook::state(&config, store).unwrap());
         let callhook_server = tokio::spawn(callhook::serve(listener, app, std::future::pending()));
         Self {
             callhook: callhook_url,

@@ -60,9 +60,11 @@ pub struct OutcomeFilter {
     pub until: Option<Timestamp>,
 }
 
-/// Whether a stored callback was new or a repeat of one already stored.
+/// Whether a stored callback was new or a repeat of one already stored, or was spooled to
+/// local disk while the database was unavailable (durable, and stored on replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     Stored,
     Duplicate,
+    Spooled,
 }

@@ -42,7 +42,7 @@ pub struct CallbackBody {
     params(("secret" = String, Path, description = "CALLHOOK_INGEST_SECRET")),
     request_body(content = CallbackBody, content_type = "application/json"),
     responses(
-        (status = 204, description = "Stored (or already stored): committed before this answer"),
+        (status = 204, description = "Stored (or already stored): committed before this answer; while the database is unavailable, fsynced to the local spool and stored on its return"),
         (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong secret", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -76,7 +76,7 @@ pub async fn ingest_shared(
     ),
     request_body(content = CallbackBody, content_type = "application/json"),
     responses(
-        (status = 204, description = "Stored (or already stored), linked to the call"),
+        (status = 204, description = "Stored (or already stored), linked to the call; durable before this answer, like the shared status URL"),
         (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Tampered or unknown status URL", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),

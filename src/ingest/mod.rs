@@ -4,10 +4,19 @@
 //! Callbacks are written by a few writer tasks that each take whatever has queued up while
 //! their previous transaction committed (group commit): under load many callbacks share one
 //! commit (one fsync), while a lone callback is written at once.
+//!
+//! When the database cannot take a batch (unreachable, locked, shutting down), the batch goes
+//! to the [`spool`] on local disk instead, and [`replay`] moves it into the database later:
+//! AI Studio does not redeliver, so an outage must not lose what it sends meanwhile.
+
+mod replay;
+pub mod spool;
 
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+use self::spool::Spool;
 
 use crate::domain::callback::Callback;
 use crate::domain::outcome::Recorded;
@@ -44,17 +53,24 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer tasks; they stop when the last `Ingestor` clone is dropped.
-    pub fn start(store: Arc<dyn Store>, settings: BatchSettings) -> Self {
+    /// Starts the writer tasks and the spool's replayer; they stop when the last `Ingestor`
+    /// clone is dropped.
+    pub fn start(store: Arc<dyn Store>, spool: Spool, settings: BatchSettings) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
+        let spool = Arc::new(spool);
+        let writer = Writer {
+            store: store.clone(),
+            spool: spool.clone(),
+        };
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(write_batches(
-                store.clone(),
+                writer.clone(),
                 receiver.clone(),
                 settings.max_batch.max(1),
             ));
         }
+        tokio::spawn(replay::run(store, Arc::downgrade(&spool)));
         Self { queue }
     }
 
@@ -70,14 +86,78 @@ impl Ingestor {
         let result = match recorded {
             Recorded::Stored => "stored",
             Recorded::Duplicate => "duplicate",
+            Recorded::Spooled => "spooled",
         };
         metrics::counter!("callhook_callbacks_total", "result" => result).increment(1);
         Ok(recorded)
     }
 }
 
-async fn write_batches(
+#[derive(Clone)]
+struct Writer {
     store: Arc<dyn Store>,
+    spool: Arc<Spool>,
+}
+
+type Reply = Result<Recorded, Arc<StoreError>>;
+
+impl Writer {
+    /// Writes a batch in one transaction; when that fails because of what one callback holds,
+    /// writes them one by one, so that the others are not failed with it. What the database
+    /// cannot take for now goes to the spool.
+    async fn write(&self, callbacks: &[Callback]) -> Vec<Reply> {
+        // While the spool holds callbacks, the database failed recently and replay has not
+        // caught up: spool at once rather than have every batch wait out the database again.
+        if self.spool.pending() > 0 {
+            match self.spool.put(callbacks).await {
+                Ok(()) => return vec![Ok(Recorded::Spooled); callbacks.len()],
+                Err(err) => {
+                    tracing::error!(error = %err, "the spool cannot be written; trying the database")
+                }
+            }
+        }
+        match self.store.record_callbacks(callbacks).await {
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(err) if err.is_refusal() && callbacks.len() > 1 => {
+                tracing::warn!(error = %err, batch = callbacks.len(), "batch refused; writing its callbacks singly");
+                let mut replies = Vec::with_capacity(callbacks.len());
+                for callback in callbacks {
+                    let one = std::slice::from_ref(callback);
+                    let reply = match self.store.record_callbacks(one).await {
+                        Ok(recorded) => Ok(recorded[0]),
+                        Err(err) => self.spool_or_fail(one, err).await.remove(0),
+                    };
+                    replies.push(reply);
+                }
+                replies
+            }
+            Err(err) => self.spool_or_fail(callbacks, err).await,
+        }
+    }
+
+    /// Spools callbacks that the database could not take for now; a refusal is final.
+    async fn spool_or_fail(&self, callbacks: &[Callback], err: StoreError) -> Vec<Reply> {
+        let err = Arc::new(err);
+        if err.is_refusal() {
+            return vec![Err(err); callbacks.len()];
+        }
+        match self.spool.put(callbacks).await {
+            Ok(()) => {
+                tracing::warn!(error = %err, count = callbacks.len(), spool = %self.spool.dir().display(),
+                    "database unavailable; callbacks spooled to disk for replay");
+                vec![Ok(Recorded::Spooled); callbacks.len()]
+            }
+            Err(spool_err) => {
+                tracing::error!(error = %err, spool_error = %spool_err,
+                    "database unavailable and the spool cannot be written");
+                vec![Err(err); callbacks.len()]
+            }
+        }
+    }
+}
+
+async fn write_batches(
+    writer: Writer,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
 ) {
@@ -94,30 +174,8 @@ async fn write_batches(
             .into_iter()
             .map(|job| (job.callback, job.reply))
             .unzip();
-        match store.record_callbacks(&callbacks).await {
-            Ok(recorded) => {
-                for (reply, recorded) in replies.into_iter().zip(recorded) {
-                    let _ = reply.send(Ok(recorded));
-                }
-            }
-            // One bad callback must not fail the others: write them one by one.
-            Err(err) if callbacks.len() > 1 => {
-                tracing::warn!(error = %err, batch = callbacks.len(), "batch failed; writing its callbacks singly");
-                for (callback, reply) in callbacks.iter().zip(replies) {
-                    let result = store
-                        .record_callbacks(std::slice::from_ref(callback))
-                        .await
-                        .map(|recorded| recorded[0])
-                        .map_err(Arc::new);
-                    let _ = reply.send(result);
-                }
-            }
-            Err(err) => {
-                let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
+        for (reply, result) in replies.into_iter().zip(writer.write(&callbacks).await) {
+            let _ = reply.send(result);
         }
     }
 }

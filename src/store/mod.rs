@@ -33,6 +33,32 @@ pub enum StoreError {
     Stopped,
 }
 
+impl StoreError {
+    /// Whether the database refused this data itself (a constraint, a value it cannot hold),
+    /// as opposed to being unreachable, overloaded, locked or shutting down. Only the latter
+    /// can succeed later, so only those callbacks are worth spooling.
+    pub fn is_refusal(&self) -> bool {
+        let Self::Database(sqlx::Error::Database(err)) = self else {
+            return false;
+        };
+        if !matches!(err.kind(), sqlx::error::ErrorKind::Other) {
+            return true;
+        }
+        let code = err.code().unwrap_or_default();
+        if err
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+            return code.starts_with("22") || code.starts_with("23");
+        }
+        // SQLite result codes TOOBIG, CONSTRAINT, MISMATCH and RANGE; extended codes keep the
+        // primary code in their low byte.
+        code.parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 18 | 19 | 20 | 25))
+    }
+}
+
 /// A call about to be sent upstream; stored first with state `unknown`, so that a crash
 /// mid-request leaves an honest record.
 #[derive(Debug, Clone)]

@@ -1059,21 +1059,6 @@ async fn a_client_that_gives_up_does_not_lose_the_answer(backend: Backend) {
 }
 
 /// Runs `sql` on the app's database, beside the app (to inject a storage failure).
-async fn execute_sql(app: &TestApp, sql: &str) {
-    use sqlx::Connection;
-    if app.database_url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&app.database_url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    }
-}
-
 async fn a_call_whose_answer_could_not_be_recorded_is_not_placed_again(backend: Backend) {
     let upstream = MockServer::start().await;
     make_call()

@@ -47,7 +47,8 @@ pub struct TestApp {
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    dir: Option<tempfile::TempDir>,
+    /// Temporary directories (SQLite file, spool) that live as long as the app.
+    dirs: Vec<tempfile::TempDir>,
 }
 
 /// A fresh, empty database of `backend`; the temporary directory holds a SQLite file.
@@ -98,23 +99,29 @@ impl TestApp {
         let (database_url, dir) = fresh_database(backend).await;
         flags.insert(0, ("database-url".into(), database_url));
         let mut app = Self::spawn_on(flags).await;
-        app.dir = dir;
+        app.dirs.extend(dir);
         app
     }
 
     /// An app on the database that `flags` name (`database-url`), e.g. to restart on it.
-    pub async fn spawn_on(flags: Vec<(String, String)>) -> Self {
+    /// Unless `flags` name a `spool-dir`, the app spools into a directory of its own.
+    pub async fn spawn_on(mut flags: Vec<(String, String)>) -> Self {
         let database_url = flags
             .iter()
             .find(|(k, _)| k == "database-url")
             .map(|(_, v)| v.clone())
             .expect("a database-url flag");
-        let dir = None;
+        let mut dirs = Vec::new();
+        if !flags.iter().any(|(k, _)| k == "spool-dir") {
+            let spool = tempfile::tempdir().unwrap();
+            flags.push(("spool-dir".into(), spool.path().display().to_string()));
+            dirs.push(spool);
+        }
         let mut argv = vec!["callhook".to_owned()];
         argv.extend(flags.iter().map(|(k, v)| format!("--{k}={v}")));
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
         let store = callhook::open_store(&config).await.unwrap();
-        let app = callhook::app(callhook::state(&config, store));
+        let app = callhook::app(callhook::state(&config, store).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -127,7 +134,7 @@ impl TestApp {
             database_url,
             shutdown: Some(tx),
             server: Some(server),
-            dir,
+            dirs,
         }
     }
 
@@ -172,6 +179,22 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
+    }
+}
+
+/// Runs `sql` on the app's database over a connection of its own.
+pub async fn execute_sql(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    if app.database_url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     }
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 mod calls;
 mod openapi;
 mod ops;
+mod outage;
 mod outcomes;
 mod status;
 mod store;

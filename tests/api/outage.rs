@@ -1,0 +1,215 @@
+//! Database outages: callbacks that arrive while the database cannot take them are spooled
+//! to local disk, acknowledged, and stored once it is back, also across a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    callbacks_during_an_outage_are_spooled_and_replayed,
+    spooled_callbacks_survive_a_restart,
+    callbacks_the_database_refuses_are_not_spooled,
+);
+
+/// Makes a test database unavailable to callhook the way real outages do, and back.
+enum Outage {
+    /// Connections refused and open ones terminated, as in a restart or failover.
+    Postgres { admin_url: String, database: String },
+    /// Another process holds the write lock beyond callhook's busy timeout.
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl Outage {
+    async fn begin(database_url: &str) -> Self {
+        if database_url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+            sqlx::raw_sql("BEGIN EXCLUSIVE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            return Self::Sqlite(conn);
+        }
+        let admin_url = std::env::var("CALLHOOK_TEST_DATABASE_URL").unwrap();
+        let database = database_url.rsplit_once('/').unwrap().1.to_owned();
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        Self::Postgres {
+            admin_url,
+            database,
+        }
+    }
+
+    async fn end(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres {
+                admin_url,
+                database,
+            } => {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+                sqlx::raw_sql(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn spooled_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|ext| ext == "jsonl")
+        })
+        .count()
+}
+
+/// Reads an outcome until it has `events` events: replay runs in the background.
+async fn await_outcome(app: &TestApp, conversation_uuid: &str, events: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = app.get(&format!("/v1/outcomes/{conversation_uuid}")).await;
+        if response.status() == 200 {
+            let outcome: Value = response.json().await.unwrap();
+            if outcome["event_count"] == events || Instant::now() > deadline {
+                return outcome;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{conversation_uuid} never reached {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Settings of an app on `database_url` spooling into `spool`.
+fn flags(database_url: &str, spool: &Path) -> Vec<(String, String)> {
+    let mut flags = default_flags();
+    flags.push(("database-url".into(), database_url.to_owned()));
+    flags.push(("spool-dir".into(), spool.display().to_string()));
+    flags
+}
+
+/// Starts an app with one callback stored before the outage.
+async fn app_with_one_callback(flags: Vec<(String, String)>) -> TestApp {
+    let app = TestApp::spawn_on(flags).await;
+    let stored = app
+        .post_status(&callback("CON-outage", "busy", "2022-05-31T06:40:45.475Z"))
+        .await;
+    assert_eq!(stored.status(), 204);
+    app
+}
+
+/// Posts, during an outage, a repeat of the stored event and two new ones, concurrently.
+async fn post_during_outage(app: &TestApp) {
+    let repeat = callback("CON-outage", "busy", "2022-05-31T06:40:45.475Z");
+    let latest = callback("CON-outage", "failed", "2022-05-31T06:40:47.000Z");
+    let middle = callback("CON-outage", "timeout", "2022-05-31T06:40:46.000Z");
+    let answers = tokio::join!(
+        app.post_status(&repeat),
+        app.post_status(&latest),
+        app.post_status(&middle),
+    );
+    for answer in [answers.0, answers.1, answers.2] {
+        assert_eq!(answer.status(), 204, "a spooled callback is acknowledged");
+    }
+}
+
+async fn callbacks_during_an_outage_are_spooled_and_replayed(backend: Backend) {
+    let (database_url, _dir) = fresh_database(backend).await;
+    let spool = tempfile::tempdir().unwrap();
+    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let outage = Outage::begin(&app.database_url).await;
+    post_during_outage(&app).await;
+    assert!(spooled_files(spool.path()) > 0, "the callbacks are on disk");
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(sample(&metrics, "callhook_callbacks_total{result=\"spooled\"}") >= 3.0);
+    outage.end().await;
+
+    let outcome = await_outcome(&app, "CON-outage", 3).await;
+    assert_eq!(
+        outcome["event_count"], 3,
+        "the repeat was stored once: {outcome}"
+    );
+    assert_eq!(outcome["status"], "failed", "the latest occurred_at wins");
+    assert_eq!(outcome["occurred_at"], "2022-05-31T06:40:47.000Z");
+    assert_eq!(spooled_files(spool.path()), 0, "replayed files are removed");
+}
+
+async fn spooled_callbacks_survive_a_restart(backend: Backend) {
+    let (database_url, _dir) = fresh_database(backend).await;
+    let spool = tempfile::tempdir().unwrap();
+    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let outage = Outage::begin(&database_url).await;
+    post_during_outage(&app).await;
+    // The process goes away while the database is still down; only the disk remembers.
+    app.shutdown().await;
+    outage.end().await;
+
+    let app = TestApp::spawn_on(flags(&database_url, spool.path())).await;
+    let outcome = await_outcome(&app, "CON-outage", 3).await;
+    assert_eq!(outcome["event_count"], 3, "{outcome}");
+    assert_eq!(outcome["status"], "failed");
+    let events: Vec<&str> = outcome["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["busy", "timeout", "failed"], "oldest first");
+    assert_eq!(spooled_files(spool.path()), 0);
+}
+
+/// A callback the database itself refuses would be refused on replay too: it is answered
+/// 500 rather than acknowledged into a spool that can never drain.
+async fn callbacks_the_database_refuses_are_not_spooled(backend: Backend) {
+    let (database_url, _dir) = fresh_database(backend).await;
+    let spool = tempfile::tempdir().unwrap();
+    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    execute_sql(
+        &app,
+        match backend {
+            Backend::Sqlite => {
+                "CREATE TRIGGER injected_refusal BEFORE INSERT ON callback_events \
+                 WHEN NEW.status = 'poison' BEGIN SELECT RAISE(ABORT, 'injected refusal'); END"
+            }
+            Backend::Postgres => {
+                "ALTER TABLE callback_events ADD CONSTRAINT injected_refusal \
+                 CHECK (status <> 'poison') NOT VALID"
+            }
+        },
+    )
+    .await;
+    let poison = callback("CON-refused", "poison", "2022-05-31T06:40:45.475Z");
+    let fine = callback("CON-fine", "busy", "2022-05-31T06:40:45.475Z");
+    let (poison, fine) = tokio::join!(app.post_status(&poison), app.post_status(&fine));
+    assert_problem(poison, 500).await;
+    assert_eq!(fine.status(), 204, "a refused neighbour fails nothing else");
+    assert_eq!(spooled_files(spool.path()), 0, "nothing was spooled");
+    assert_eq!(
+        app.get_json("/v1/outcomes/CON-fine").await["status"],
+        "busy"
+    );
+    assert_eq!(app.get("/v1/outcomes/CON-refused").await.status(), 404);
+}
