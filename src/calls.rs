@@ -81,6 +81,11 @@ impl CallPlacer {
         }
     }
 
+    /// The configured external base URL, when there is one.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
+    }
+
     /// Fails when calls cannot be placed at all, before any record is made.
     pub fn check_configured(&self) -> Result<(), PlaceError> {
         if self.client.is_none() {
@@ -88,19 +93,19 @@ impl CallPlacer {
                 "VGAI_API_KEY is not set: callhook cannot place calls",
             ));
         }
-        if self.public_url.is_none() {
-            return Err(PlaceError::NotConfigured(
-                "CALLHOOK_PUBLIC_URL is not set: callhook cannot give AI Studio a status URL",
-            ));
-        }
         Ok(())
     }
 
-    /// Records the attempt (as `unknown` until upstream answers), places the call, and records
-    /// the answer. A call whose fate is unknown is never retried here.
-    pub async fn place(&self, request: CallRequest) -> Result<Placement, PlaceError> {
+    /// Records the attempt (as `unknown` until upstream answers), places the call with a
+    /// status URL under `status_base`, and records the answer. A call whose fate is unknown is
+    /// never retried here.
+    pub async fn place(
+        &self,
+        request: CallRequest,
+        status_base: &str,
+    ) -> Result<Placement, PlaceError> {
         self.check_configured()?;
-        let (Some(client), Some(public_url)) = (&self.client, &self.public_url) else {
+        let Some(client) = &self.client else {
             unreachable!("checked above");
         };
         let id = Uuid::now_v7();
@@ -118,7 +123,7 @@ impl CallPlacer {
                 created_at: now(),
             })
             .await?;
-        let status_url = format!("{public_url}{}", self.signer.path(id));
+        let status_url = format!("{status_base}{}", self.signer.path(id));
         let answer = client
             .make_call(&MakeCall {
                 agent_id: &request.agent_id,

@@ -81,7 +81,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         public_url = config
             .public_url
             .as_deref()
-            .unwrap_or("(unset: calls cannot be placed)"),
+            .unwrap_or("(unset: status URLs follow the Host of each POST /v1/calls)"),
         "callhook listening"
     );
     let app = callhook::app(state);
@@ -98,6 +98,13 @@ async fn run(args: ServeArgs) -> ExitCode {
 }
 
 fn warn_if_open(config: &Config) {
+    if config.public_url.is_none() && config.vgai_api_key.is_some() {
+        tracing::warn!(
+            "CALLHOOK_PUBLIC_URL is not set: the status URL of each placed call is built from the \
+             Host (or X-Forwarded-Host/-Proto) its POST /v1/calls arrived with; AI Studio must \
+             be able to reach that address"
+        );
+    }
     if config.api_tokens.is_empty() {
         tracing::warn!(
             "CALLHOOK_API_TOKENS is not set: the /v1 API is OPEN to anyone who can reach {} \

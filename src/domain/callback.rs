@@ -8,8 +8,9 @@ use super::time::{Timestamp, parse_timestamp};
 
 /// Longest `conversation_uuid` accepted; real ones are about 40 characters.
 pub const MAX_CONVERSATION_UUID_LEN: usize = 200;
-/// Longest `status` accepted; unknown statuses are stored as sent, within this bound.
-pub const MAX_STATUS_LEN: usize = 64;
+/// Longest `status` accepted. Statuses are stored exactly as sent (case, spaces, unknown
+/// words); this bound only keeps the unique key within what an index entry can hold.
+pub const MAX_STATUS_LEN: usize = 1024;
 const MAX_SHORT_FIELD_LEN: usize = 200;
 
 /// A validated callback, ready to be stored.
@@ -53,7 +54,7 @@ impl Callback {
             MAX_CONVERSATION_UUID_LEN,
             &mut errors,
         );
-        let status = required_string(&fields, "status", MAX_STATUS_LEN, &mut errors);
+        let status = status_as_sent(&fields, &mut errors);
         let occurred_at = required_string(&fields, "timestamp", 64, &mut errors).and_then(|raw| {
             let parsed = parse_timestamp(&raw);
             if parsed.is_none() {
@@ -107,6 +108,23 @@ fn required_string(
         Some(_) => "must be a string",
     };
     errors.push(FieldError::new(name, message));
+    None
+}
+
+/// The status exactly as sent: only an empty one, or one with a NUL character (which no
+/// database text column holds), is refused.
+fn status_as_sent(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let message = match fields.get("status") {
+        None | Some(Value::Null) => "is required".to_owned(),
+        Some(Value::String(s)) if s.is_empty() => "must not be empty".to_owned(),
+        Some(Value::String(s)) if s.len() > MAX_STATUS_LEN => {
+            format!("must be at most {MAX_STATUS_LEN} bytes")
+        }
+        Some(Value::String(s)) if s.contains('\0') => "must not contain NUL characters".to_owned(),
+        Some(Value::String(s)) => return Some(s.clone()),
+        Some(_) => "must be a string".to_owned(),
+    };
+    errors.push(FieldError::new("status", message));
     None
 }
 
@@ -164,5 +182,12 @@ mod tests {
     fn unknown_statuses_are_kept_as_sent() {
         let cb = parse(r#"{"conversation_uuid":"C","status":"Voicemail-Full","timestamp":"2022-05-31T06:40:45Z"}"#).unwrap();
         assert_eq!(cb.status, "Voicemail-Full");
+        let long = "machine_detected_".repeat(10);
+        for status in [" Busy ", "tab\there", long.as_str()] {
+            let body = serde_json::json!({"conversation_uuid": "C", "status": status,
+                "timestamp": "2022-05-31T06:40:45Z"});
+            let cb = parse(&body.to_string()).unwrap();
+            assert_eq!(cb.status, status, "stored exactly as sent");
+        }
     }
 }

@@ -96,7 +96,7 @@ impl IntoResponse for Answer {
         (status = 422, description = "Invalid request, refused destination, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "AI Studio's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "AI Studio refused the API key, failed, or could not be reached", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "VGAI_API_KEY or CALLHOOK_PUBLIC_URL is not configured", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "VGAI_API_KEY is not configured (or CALLHOOK_PUBLIC_URL is not, and the request carries no Host)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "AI Studio did not answer in time; the call may have been placed", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -108,12 +108,16 @@ pub async fn create_call(
     let idempotency_key = idempotency_key(&headers)?;
     let request = CallRequest::parse(&body).map_err(ApiError::Validation)?;
     state.placer.check_configured().map_err(place_error)?;
+    let status_base = status_base(state.placer.public_url(), &headers)?;
     let hash = request_hash(&body);
     // From here on the work runs in its own task: a client that hangs up (or the request
     // timeout) drops this handler, but must not cut the exchange with AI Studio short. The
     // call record then gets upstream's answer, and the Idempotency-Key is completed (not left
     // "in progress") so that the client's retry replays that answer.
-    let task = tokio::spawn(async move { create(&state, idempotency_key, &hash, request).await });
+    let task =
+        tokio::spawn(
+            async move { create(&state, idempotency_key, &hash, request, &status_base).await },
+        );
     match task.await {
         Ok(result) => result,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
@@ -123,32 +127,67 @@ pub async fn create_call(
     }
 }
 
+/// The base URL of the status URL AI Studio gets: `CALLHOOK_PUBLIC_URL`, or else the one this
+/// request reached callhook by (`X-Forwarded-Proto` and `X-Forwarded-Host` from a proxy,
+/// else `Host`), as web frameworks build absolute URLs.
+fn status_base(public_url: Option<&str>, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(public_url) = public_url {
+        return Ok(public_url.to_owned());
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = match first("x-forwarded-proto") {
+        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    first("x-forwarded-host")
+        .or_else(|| first(header::HOST.as_str()))
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
+        .filter(|authority| !authority.as_str().contains('@'))
+        .map(|authority| format!("{scheme}://{authority}"))
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "CALLHOOK_PUBLIC_URL is not set and the request has no Host header to build \
+                 AI Studio's status URL from"
+                    .into(),
+            )
+        })
+}
+
 async fn create(
     state: &AppState,
     idempotency_key: Option<String>,
     hash: &str,
     request: CallRequest,
+    status_base: &str,
 ) -> Result<Response, ApiError> {
     let Some(key) = idempotency_key else {
-        return Ok(place(state, request).await?.into_response());
+        return Ok(place(state, request, status_base).await?.into_response());
     };
     match state.store.claim_idempotency_key(&key, hash, now()).await? {
         Claim::Claimed => {}
         Claim::Completed { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let location = serde_json::from_str::<Value>(&body)
-                .ok()
+            // The headers of the first answer follow from its body: Location from a call's
+            // id, Retry-After from a problem's retry_after.
+            let stored = serde_json::from_str::<Value>(&body).unwrap_or_default();
+            let location = stored
+                .get("id")
                 .filter(|_| status.is_success())
-                .and_then(|v| {
-                    v.get("id")
-                        .and_then(Value::as_str)
-                        .and_then(|id| Uuid::parse_str(id).ok())
-                });
+                .and_then(Value::as_str)
+                .and_then(|id| Uuid::parse_str(id).ok());
+            let retry_after = stored.get("retry_after").and_then(Value::as_u64);
             let replay = Answer {
                 status,
                 body,
                 location,
-                retry_after: None,
+                retry_after,
             };
             let mut response = replay.into_response();
             response
@@ -168,7 +207,7 @@ async fn create(
             ));
         }
     }
-    let answer = match place(state, request).await {
+    let answer = match place(state, request, status_base).await {
         Ok(answer) => answer,
         Err(err) => {
             state.store.release_idempotency_key(&key).await?;
@@ -190,9 +229,13 @@ async fn create(
 
 /// Places the call. An error means that AI Studio was not asked; once it was, the answer is
 /// always an [`Answer`], so that an `Idempotency-Key` is never freed for a call that may ring.
-async fn place(state: &AppState, request: CallRequest) -> Result<Answer, ApiError> {
+async fn place(
+    state: &AppState,
+    request: CallRequest,
+    status_base: &str,
+) -> Result<Answer, ApiError> {
     let agent_id = request.agent_id.clone();
-    let Placement { call, failure } = match state.placer.place(request).await {
+    let Placement { call, failure } = match state.placer.place(request, status_base).await {
         Ok(placement) => placement,
         Err(PlaceError::Unrecorded { call_id, error }) => {
             tracing::error!(%call_id, %error, "AI Studio was asked to place a call whose answer could not be recorded");
@@ -276,7 +319,8 @@ fn failure_problem(failure: &Failure, agent_id: &str, call: &Call) -> (Problem, 
                     format!(
                         "AI Studio's call rate limit for this agent was reached; retry after {retry_after} s"
                     ),
-                ),
+                )
+                .with_retry_after(retry_after),
                 Some(retry_after),
             );
         }

@@ -29,6 +29,9 @@ pub struct Problem {
     /// The call record this problem concerns, when one was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_id: Option<Uuid>,
+    /// For 429: the seconds to wait, as in the `Retry-After` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,7 @@ impl Problem {
             detail: detail.into(),
             errors: None,
             call_id: None,
+            retry_after: None,
         }
     }
 
@@ -102,6 +106,11 @@ impl Problem {
 
     pub fn with_call_id(mut self, call_id: Uuid) -> Self {
         self.call_id = Some(call_id);
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 }

@@ -837,11 +837,13 @@ async fn without_a_vgai_key_calls_are_503(backend: Backend) {
     assert_eq!(get_ok(&app, "/v1/calls").await["items"], json!([]));
 }
 
-async fn without_a_public_url_calls_are_503(backend: Backend) {
+/// Without CALLHOOK_PUBLIC_URL the status URL is built from the address the client used,
+/// as a proxy reports it; callbacks through it reach the call.
+async fn without_a_public_url_the_status_url_follows_the_request(backend: Backend) {
     let upstream = MockServer::start().await;
     make_call()
         .respond_with(accepted())
-        .expect(0)
+        .expect(2)
         .mount(&upstream)
         .await;
     let flags = upstream_flags(&upstream.uri(), &[])
@@ -849,22 +851,53 @@ async fn without_a_public_url_calls_are_503(backend: Backend) {
         .filter(|(k, _)| k != "public-url")
         .collect();
     let app = TestApp::spawn_with(backend, flags).await;
+    let body = json!({"agent_id": AGENT, "to": "972541116037"});
 
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
-    )
-    .await;
-    let problem = reply.problem(503);
+    let direct = post_call(&app, &body, None).await;
+    assert_eq!(direct.status, 201, "{}", direct.text);
+    let proxied = app
+        .client
+        .post(app.url("/v1/calls"))
+        .bearer_auth(TOKEN)
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "hooks.example.com, internal.lan")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 201);
+
+    let received = upstream.received_requests().await.unwrap();
+    let status_urls: Vec<String> = received
+        .iter()
+        .map(|r| {
+            let sent: Value = serde_json::from_slice(&r.body).unwrap();
+            sent["status_url"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let direct_path = status_urls[0]
+        .strip_prefix(&app.base)
+        .unwrap_or_else(|| panic!("{} is not under {}", status_urls[0], app.base));
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("CALLHOOK_PUBLIC_URL"),
-        "{problem}"
+        direct_path.starts_with("/v1/status/calls/"),
+        "{direct_path}"
     );
-    assert_eq!(get_ok(&app, "/v1/calls").await["items"], json!([]));
+    assert!(
+        status_urls[1].starts_with("https://hooks.example.com/v1/status/calls/"),
+        "{}",
+        status_urls[1]
+    );
+
+    let response = app
+        .client
+        .post(&status_urls[0])
+        .body(callback("CON-no-public-url", "busy", "2022-05-31T06:40:45.475Z").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let call = get_ok(&app, &format!("/v1/calls/{}", id(&direct.json()))).await;
+    assert_eq!(call["outcome"]["status"], "busy", "{call}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -928,6 +961,11 @@ async fn the_same_idempotency_key_replays_a_refusal(backend: Backend) {
         let second = post_call(&app, &body, Some(&key)).await;
         second.problem(expected);
         assert_eq!(second.text, first.text);
+        assert_eq!(
+            second.headers.get("retry-after"),
+            first.headers.get("retry-after"),
+            "the replay carries the first answer's Retry-After"
+        );
         assert_eq!(ids(&get_ok(&app, "/v1/calls").await).len(), 1);
     }
 }
@@ -1405,7 +1443,7 @@ backend_tests!(
     a_slow_upstream_is_504_unknown_and_never_retried,
     an_unreachable_upstream_is_502_and_the_call_failed,
     without_a_vgai_key_calls_are_503,
-    without_a_public_url_calls_are_503,
+    without_a_public_url_the_status_url_follows_the_request,
     the_same_idempotency_key_and_body_replays_the_first_answer,
     the_same_idempotency_key_replays_a_refusal,
     an_idempotency_key_reused_with_another_body_is_422,

@@ -229,6 +229,18 @@ async fn unknown_statuses_are_stored_as_sent(backend: Backend) {
     assert_eq!(outcome["status"], "Voicemail_Full");
     let page = app.get_json("/v1/outcomes?status=Voicemail_Full").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    // As sent means as sent: no trimming, no case folding, control characters kept.
+    for (n, status) in [" Busy ", "tab\there", "BUSY"].into_iter().enumerate() {
+        let id = format!("CON-as-sent-{n}");
+        let response = app
+            .post_status(&callback(&id, status, "2022-05-31T06:40:45Z"))
+            .await;
+        assert_eq!(response.status(), 204, "{status:?}");
+        let outcome = app.get_json(&format!("/v1/outcomes/{id}")).await;
+        assert_eq!(outcome["status"], status);
+        assert_eq!(outcome["events"][0]["status"], status);
+    }
 }
 
 async fn latest_occurrence_wins_whatever_the_arrival_order(backend: Backend) {
