@@ -118,9 +118,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLHOOK_INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub ingest_batch_max: u16,
     /// Directory where status callbacks are kept on disk while the database is unavailable,
-    /// until they are replayed into it. Created if missing.
+    /// until they are replayed into it; created if missing. `off`: no spool (a callback the
+    /// database cannot take is answered 500 and is lost).
     #[arg(long, env = "CALLHOOK_SPOOL_DIR", default_value = "callhook-spool")]
-    pub spool_dir: std::path::PathBuf,
+    pub spool_dir: String,
     /// Place calls through a built-in AI Studio simulator on a free loopback port, wiring
     /// VGAI_BASE_URL, VGAI_API_KEY and CALLHOOK_PUBLIC_URL to it (`callhook simulator --help`
     /// tells which number gives which outcome).
@@ -238,7 +239,8 @@ pub struct Config {
     pub vgai_timeout: Duration,
     pub request_timeout: Duration,
     pub ingest_batch_max: usize,
-    pub spool_dir: std::path::PathBuf,
+    /// `None`: spooling is off.
+    pub spool_dir: Option<std::path::PathBuf>,
     /// Calls go to a built-in simulator that `main` starts and wires in.
     pub simulate: bool,
 }
@@ -333,7 +335,11 @@ impl Config {
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
             ingest_batch_max: usize::from(args.ingest_batch_max),
-            spool_dir: args.spool_dir,
+            spool_dir: match args.spool_dir.trim() {
+                "off" => None,
+                "" => Some("callhook-spool".into()),
+                dir => Some(dir.into()),
+            },
             simulate: args.simulate,
         })
     }

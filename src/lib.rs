@@ -47,12 +47,18 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         config.public_url.clone(),
         config.vgai_timeout,
     );
-    let spool = Spool::open(&config.spool_dir).map_err(|err| {
-        std::io::Error::new(
-            err.kind(),
-            format!("CALLHOOK_SPOOL_DIR {}: {err}", config.spool_dir.display()),
-        )
-    })?;
+    let spool = config
+        .spool_dir
+        .as_deref()
+        .map(|dir| {
+            Spool::open(dir).map_err(|err| {
+                std::io::Error::new(
+                    err.kind(),
+                    format!("CALLHOOK_SPOOL_DIR {}: {err}", dir.display()),
+                )
+            })
+        })
+        .transpose()?;
     Ok(AppState {
         ingestor: Ingestor::start(
             store.clone(),

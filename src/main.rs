@@ -98,6 +98,12 @@ async fn run(args: ServeArgs) -> ExitCode {
 }
 
 fn warn_if_open(config: &Config) {
+    if config.spool_dir.is_none() {
+        tracing::warn!(
+            "CALLHOOK_SPOOL_DIR=off: status callbacks that arrive while the database is \
+             unavailable are answered 500, and AI Studio does not send them again"
+        );
+    }
     if config.public_url.is_none() && config.vgai_api_key.is_some() {
         tracing::warn!(
             "CALLHOOK_PUBLIC_URL is not set: the status URL of each placed call is built from the \

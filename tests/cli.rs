@@ -1,6 +1,8 @@
 //! The binary as an operator starts it: configuration refusals and --help.
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn callhook(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_callhook"));
@@ -94,16 +96,37 @@ fn an_unusable_spool_directory_stops_start_up_and_is_named() {
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"").unwrap();
     let spool = not_a_dir.join("spool");
-    let output = callhook(
-        &[],
-        &[
-            ("DATABASE_URL", &url),
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .env_clear()
+        .envs([
+            ("DATABASE_URL", url.as_str()),
             ("CALLHOOK_BIND", "127.0.0.1:0"),
             ("CALLHOOK_SPOOL_DIR", spool.to_str().unwrap()),
-        ],
-    );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Should start-up not stop, the server would run for ever: give up after a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("callhook started with an unusable CALLHOOK_SPOOL_DIR");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("CALLHOOK_SPOOL_DIR"), "{stderr}");
 }
 

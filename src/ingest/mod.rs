@@ -53,16 +53,16 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writer tasks and the spool's replayer; they stop when the last `Ingestor`
-    /// clone is dropped.
-    pub fn start(store: Arc<dyn Store>, spool: Spool, settings: BatchSettings) -> Self {
+    /// Starts the writer tasks, and the spool's replayer when there is a spool; they stop
+    /// when the last `Ingestor` clone is dropped.
+    pub fn start(store: Arc<dyn Store>, spool: Option<Spool>, settings: BatchSettings) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
-        let spool = Arc::new(spool);
-        let writer = Writer {
-            store: store.clone(),
-            spool: spool.clone(),
-        };
+        let spool = spool.map(Arc::new);
+        if let Some(spool) = &spool {
+            tokio::spawn(replay::run(store.clone(), Arc::downgrade(spool)));
+        }
+        let writer = Writer { store, spool };
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(write_batches(
                 writer.clone(),
@@ -70,7 +70,6 @@ impl Ingestor {
                 settings.max_batch.max(1),
             ));
         }
-        tokio::spawn(replay::run(store, Arc::downgrade(&spool)));
         Self { queue }
     }
 
@@ -96,7 +95,7 @@ impl Ingestor {
 #[derive(Clone)]
 struct Writer {
     store: Arc<dyn Store>,
-    spool: Arc<Spool>,
+    spool: Option<Arc<Spool>>,
 }
 
 type Reply = Result<Recorded, Arc<StoreError>>;
@@ -106,10 +105,12 @@ impl Writer {
     /// writes them one by one, so that the others are not failed with it. What the database
     /// cannot take for now goes to the spool.
     async fn write(&self, callbacks: &[Callback]) -> Vec<Reply> {
-        // While the spool holds callbacks, the database failed recently and replay has not
-        // caught up: spool at once rather than have every batch wait out the database again.
-        if self.spool.pending() > 0 {
-            match self.spool.put(callbacks).await {
+        // The database failed recently and replay has not committed since: spool at once
+        // rather than have every batch wait out the database again.
+        if let Some(spool) = &self.spool
+            && spool.database_down()
+        {
+            match spool.put(callbacks).await {
                 Ok(()) => return vec![Ok(Recorded::Spooled); callbacks.len()],
                 Err(err) => {
                     tracing::error!(error = %err, "the spool cannot be written; trying the database")
@@ -121,13 +122,20 @@ impl Writer {
             Err(err) if err.is_refusal() && callbacks.len() > 1 => {
                 tracing::warn!(error = %err, batch = callbacks.len(), "batch refused; writing its callbacks singly");
                 let mut replies = Vec::with_capacity(callbacks.len());
-                for callback in callbacks {
-                    let one = std::slice::from_ref(callback);
-                    let reply = match self.store.record_callbacks(one).await {
-                        Ok(recorded) => Ok(recorded[0]),
-                        Err(err) => self.spool_or_fail(one, err).await.remove(0),
-                    };
-                    replies.push(reply);
+                for (n, callback) in callbacks.iter().enumerate() {
+                    match self
+                        .store
+                        .record_callbacks(std::slice::from_ref(callback))
+                        .await
+                    {
+                        Ok(recorded) => replies.push(Ok(recorded[0])),
+                        Err(err) if err.is_refusal() => replies.push(Err(Arc::new(err))),
+                        // The database went away meanwhile: the rest waits for it together.
+                        Err(err) => {
+                            replies.extend(self.spool_or_fail(&callbacks[n..], err).await);
+                            break;
+                        }
+                    }
                 }
                 replies
             }
@@ -135,15 +143,17 @@ impl Writer {
         }
     }
 
-    /// Spools callbacks that the database could not take for now; a refusal is final.
+    /// Spools callbacks that the database could not take for now; a refusal is final, and
+    /// without a spool so is any failure.
     async fn spool_or_fail(&self, callbacks: &[Callback], err: StoreError) -> Vec<Reply> {
         let err = Arc::new(err);
-        if err.is_refusal() {
+        let Some(spool) = self.spool.as_ref().filter(|_| !err.is_refusal()) else {
             return vec![Err(err); callbacks.len()];
-        }
-        match self.spool.put(callbacks).await {
+        };
+        match spool.put(callbacks).await {
             Ok(()) => {
-                tracing::warn!(error = %err, count = callbacks.len(), spool = %self.spool.dir().display(),
+                spool.set_database_down(true);
+                tracing::warn!(error = %err, count = callbacks.len(), spool = %spool.dir().display(),
                     "database unavailable; callbacks spooled to disk for replay");
                 vec![Ok(Recorded::Spooled); callbacks.len()]
             }

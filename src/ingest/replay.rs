@@ -7,33 +7,36 @@ use super::spool::Spool;
 use crate::domain::callback::Callback;
 use crate::store::{Store, StoreError};
 
-/// How often a non-empty spool is tried while the database keeps failing: from the first
-/// interval, doubling up to the last.
+/// How long to wait before looking again, while nothing waits or the database keeps failing:
+/// from the first interval, doubling up to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(10);
 
-/// Replays the spool until the ingestor that owns it is gone.
+/// Replays the spool until the ingestor that owns it is gone. The directory is listed on
+/// every pass; passes follow each other at once while they make progress.
 pub(super) async fn run(store: Arc<dyn Store>, spool: Weak<Spool>) {
     let mut wait = FIRST_RETRY;
     loop {
-        tokio::time::sleep(wait).await;
         let Some(spool) = spool.upgrade() else {
             return;
         };
-        if spool.pending() == 0 {
-            wait = FIRST_RETRY;
-            continue;
-        }
-        match drain(store.as_ref(), &spool).await {
+        let progress = match pass(store.as_ref(), &spool).await {
+            Ok(0) => false,
             Ok(replayed) => {
                 tracing::info!(replayed, "spooled callbacks stored in the database");
-                wait = FIRST_RETRY;
+                true
             }
             Err(err) => {
-                tracing::warn!(error = %err, pending = spool.pending(), retry_in_ms = wait.as_millis() as u64,
-                    "spool replay failed; will retry");
-                wait = (wait * 2).min(LAST_RETRY);
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "spool replay failed; will retry");
+                false
             }
+        };
+        drop(spool);
+        if progress {
+            wait = FIRST_RETRY;
+        } else {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LAST_RETRY);
         }
     }
 }
@@ -47,20 +50,32 @@ enum ReplayError {
 }
 
 /// Stores every spooled file, oldest first, removing each once committed. Returns how many
-/// callbacks were replayed; stops at the first database failure.
-async fn drain(store: &dyn Store, spool: &Spool) -> Result<usize, ReplayError> {
+/// callbacks were replayed; stops at the first database failure. A file that cannot be
+/// read is skipped (and one that is damaged set aside), so that it holds up no other.
+async fn pass(store: &dyn Store, spool: &Spool) -> Result<usize, ReplayError> {
+    let files = spool.files().await?;
+    if files.is_empty() {
+        // Nothing to keep in order with: writers may try the database again.
+        spool.set_database_down(false);
+        return Ok(0);
+    }
     let mut replayed = 0;
-    for file in spool.files()? {
-        let callbacks = match spool.read(&file) {
+    for file in files {
+        let callbacks = match spool.read(&file).await {
             Ok(callbacks) => callbacks,
             Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
-                spool.set_aside(file, &err)?;
+                spool.set_aside(file, &err).await?;
                 continue;
             }
-            Err(err) => return Err(err.into()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                tracing::error!(error = %err, "a spool file cannot be read; skipped for now");
+                continue;
+            }
         };
         store_file(store, spool, &callbacks).await?;
-        spool.remove(file, callbacks.len())?;
+        spool.set_database_down(false);
+        spool.remove(file).await?;
         replayed += callbacks.len();
         metrics::counter!("callhook_spool_replayed_total").increment(callbacks.len() as u64);
     }
@@ -84,7 +99,8 @@ async fn store_file(
                     Err(err) if err.is_refusal() => {
                         tracing::error!(error = %err, conversation_uuid = %callback.conversation_uuid,
                             "the database refused a spooled callback; kept under refused/");
-                        spool.keep_refused(one)?;
+                        metrics::counter!("callhook_spool_refused_total").increment(1);
+                        spool.keep_refused(one).await?;
                     }
                     Err(err) => return Err(err.into()),
                 }

@@ -8,18 +8,21 @@
 //!
 //! One file per spooled batch, one JSON line per callback. Files are named by a UUIDv7, so
 //! listing them in name order replays them roughly in arrival order (which the outcome rules
-//! do not need anyway).
+//! do not need anyway). The directory is the only record of what waits: nothing is counted
+//! in memory, so concurrent writers and the replayer cannot disagree about it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::callback::Callback;
-use crate::domain::time::{from_micros, to_micros};
+use crate::domain::time::to_micros;
 
 const SPOOLED: &str = "jsonl";
 const WRITING: &str = "tmp";
@@ -27,6 +30,8 @@ const WRITING: &str = "tmp";
 const DAMAGED: &str = "damaged";
 /// Where callbacks that the database refused on replay are kept for an operator.
 const REFUSED_DIR: &str = "refused";
+/// Half-written files older than this were abandoned by a process that died mid-write.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// One spooled callback. Times are microseconds since the epoch, the stores' own precision.
 #[derive(Serialize, Deserialize)]
@@ -56,19 +61,29 @@ impl From<&Callback> for Record {
     }
 }
 
-impl From<Record> for Callback {
-    fn from(record: Record) -> Self {
-        Self {
+impl TryFrom<Record> for Callback {
+    type Error = &'static str;
+
+    fn try_from(record: Record) -> Result<Self, Self::Error> {
+        let time = |us| DateTime::from_timestamp_micros(us).ok_or("a time out of range");
+        Ok(Self {
             conversation_uuid: record.conversation_uuid,
             status: record.status,
-            occurred_at: from_micros(record.occurred_at_us),
-            received_at: from_micros(record.received_at_us),
+            occurred_at: time(record.occurred_at_us)?,
+            received_at: time(record.received_at_us)?,
             agent_id: record.agent_id,
             to: record.to,
             call_id: record.call_id,
             payload: record.payload,
-        }
+        })
     }
+}
+
+fn invalid_data(path: &Path, reason: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {reason}", path.display()),
+    )
 }
 
 /// A spool file waiting for replay.
@@ -79,140 +94,129 @@ pub struct SpoolFile {
 
 pub struct Spool {
     dir: PathBuf,
-    /// Callbacks on disk awaiting replay.
-    pending: AtomicUsize,
+    /// Set when the database failed to take a batch, cleared when a replay commits: while
+    /// set, writers spool at once instead of each waiting out the database again.
+    database_down: AtomicBool,
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory. Half-written files were never acknowledged and
-    /// are removed; finished ones are counted for replay.
+    /// Opens (creating) the spool directory. Half-written files abandoned by a process that
+    /// died mid-write were never acknowledged and are removed.
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let spool = Self {
-            dir: dir.to_owned(),
-            pending: AtomicUsize::new(0),
-        };
+        // The directory's own entry must survive a crash too.
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+        let abandoned = SystemTime::now() - ABANDONED_AFTER;
+        let mut waiting = 0;
         for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|ext| ext == WRITING) {
-                fs::remove_file(&path)?;
-            }
-        }
-        let mut pending = 0;
-        for file in spool.files()? {
-            match spool.read(&file) {
-                Ok(callbacks) => pending += callbacks.len(),
-                Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-                    spool.set_aside(file, &err)?
+            let entry = entry?;
+            let path = entry.path();
+            match path.extension().and_then(|ext| ext.to_str()) {
+                Some(WRITING) if entry.metadata()?.modified()? < abandoned => {
+                    fs::remove_file(&path)?
                 }
-                Err(err) => return Err(err),
+                Some(SPOOLED) => waiting += 1,
+                _ => {}
             }
         }
-        if pending > 0 {
-            tracing::warn!(pending, spool = %dir.display(), "spooled callbacks found; replaying them");
+        if waiting > 0 {
+            tracing::warn!(files = waiting, spool = %dir.display(), "spooled callbacks found; replaying them");
         }
-        spool.set_pending(pending);
-        Ok(spool)
+        metrics::gauge!("callhook_spool_files").set(waiting as f64);
+        Ok(Self {
+            dir: dir.to_owned(),
+            database_down: AtomicBool::new(waiting > 0),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Callbacks waiting for replay.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+    pub fn database_down(&self) -> bool {
+        self.database_down.load(Ordering::Relaxed)
     }
 
-    fn set_pending(&self, pending: usize) {
-        self.pending.store(pending, Ordering::Relaxed);
-        metrics::gauge!("callhook_spool_pending_callbacks").set(pending as f64);
-    }
-
-    fn add_pending(&self, added: isize) {
-        let now = self
-            .pending
-            .load(Ordering::Relaxed)
-            .saturating_add_signed(added);
-        self.set_pending(now);
+    pub fn set_database_down(&self, down: bool) {
+        self.database_down.store(down, Ordering::Relaxed);
     }
 
     /// Writes `callbacks` durably; returns once they are on disk.
     pub async fn put(&self, callbacks: &[Callback]) -> io::Result<()> {
-        let mut lines = Vec::new();
-        for cb in callbacks {
-            serde_json::to_writer(&mut lines, &Record::from(cb))?;
-            lines.push(b'\n');
-        }
+        let lines = lines(callbacks)?;
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_durably(&dir, &lines))
             .await
             .map_err(io::Error::other)??;
-        self.add_pending(callbacks.len() as isize);
+        metrics::gauge!("callhook_spool_files").increment(1.0);
         Ok(())
     }
 
     /// The spooled files, oldest first.
-    pub fn files(&self) -> io::Result<Vec<SpoolFile>> {
-        let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == SPOOLED))
-            .collect();
+    pub async fn files(&self) -> io::Result<Vec<SpoolFile>> {
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut paths = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == SPOOLED) {
+                paths.push(path);
+            }
+        }
         paths.sort();
+        metrics::gauge!("callhook_spool_files").set(paths.len() as f64);
         Ok(paths.into_iter().map(|path| SpoolFile { path }).collect())
     }
 
-    /// The callbacks of one spool file. A file that vanished (another replica sharing the
-    /// directory replayed it) reads as empty.
-    pub fn read(&self, file: &SpoolFile) -> io::Result<Vec<Callback>> {
-        let handle = match File::open(&file.path) {
-            Ok(handle) => handle,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        let mut callbacks = Vec::new();
-        for line in BufReader::new(handle).lines() {
-            let record: Record = serde_json::from_str(&line?).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {err}", file.path.display()),
-                )
-            })?;
-            callbacks.push(record.into());
-        }
-        Ok(callbacks)
+    /// The callbacks of one spool file; an error of kind `InvalidData` when it cannot be
+    /// read back as written.
+    pub async fn read(&self, file: &SpoolFile) -> io::Result<Vec<Callback>> {
+        let text = tokio::fs::read_to_string(&file.path).await?;
+        text.lines()
+            .map(|line| {
+                let record: Record =
+                    serde_json::from_str(line).map_err(|err| invalid_data(&file.path, err))?;
+                Callback::try_from(record).map_err(|err| invalid_data(&file.path, err))
+            })
+            .collect()
     }
 
     /// Renames a file that cannot be read back to `*.damaged`, so that replay moves on and
     /// nothing is deleted.
-    pub fn set_aside(&self, file: SpoolFile, err: &io::Error) -> io::Result<()> {
+    pub async fn set_aside(&self, file: SpoolFile, err: &io::Error) -> io::Result<()> {
         tracing::error!(error = %err, "a spool file cannot be read back; renamed to *.{DAMAGED}");
         metrics::counter!("callhook_spool_damaged_files_total").increment(1);
-        fs::rename(&file.path, file.path.with_extension(DAMAGED))
+        tokio::fs::rename(&file.path, file.path.with_extension(DAMAGED)).await
     }
 
-    /// Forgets a replayed file of `count` callbacks.
-    pub fn remove(&self, file: SpoolFile, count: usize) -> io::Result<()> {
-        match fs::remove_file(&file.path) {
-            Ok(()) => self.add_pending(-(count as isize)),
-            // Another replica sharing the directory replayed it first.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
+    /// Forgets a replayed file.
+    pub async fn remove(&self, file: SpoolFile) -> io::Result<()> {
+        match tokio::fs::remove_file(&file.path).await {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Keeps callbacks that the database refused under `refused/`, for an operator to read.
-    pub fn keep_refused(&self, callbacks: &[Callback]) -> io::Result<()> {
+    pub async fn keep_refused(&self, callbacks: &[Callback]) -> io::Result<()> {
+        let lines = lines(callbacks)?;
         let dir = self.dir.join(REFUSED_DIR);
-        fs::create_dir_all(&dir)?;
-        let mut lines = Vec::new();
-        for cb in callbacks {
-            serde_json::to_writer(&mut lines, &Record::from(cb))?;
-            lines.push(b'\n');
-        }
-        write_durably(&dir, &lines)
+        tokio::task::spawn_blocking(move || {
+            fs::create_dir_all(&dir)?;
+            write_durably(&dir, &lines)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
+}
+
+fn lines(callbacks: &[Callback]) -> io::Result<Vec<u8>> {
+    let mut lines = Vec::new();
+    for cb in callbacks {
+        serde_json::to_writer(&mut lines, &Record::from(cb))?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
 }
 
 /// Writes a new file under `dir` so that it is either absent or complete after a crash.
@@ -252,42 +256,55 @@ mod tests {
     async fn spooled_callbacks_read_back_exactly_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
+        assert!(!spool.database_down());
         let batch = vec![callback("busy"), callback("timeout")];
         spool.put(&batch).await.unwrap();
         spool.put(&[callback("failed")]).await.unwrap();
-        assert_eq!(spool.pending(), 3);
 
         let reopened = Spool::open(dir.path()).unwrap();
-        assert_eq!(reopened.pending(), 3);
-        let files = reopened.files().unwrap();
+        assert!(reopened.database_down(), "what waits is replayed first");
+        let files = reopened.files().await.unwrap();
         assert_eq!(files.len(), 2);
-        let first = reopened.read(&files[0]).unwrap();
+        let first = reopened.read(&files[0]).await.unwrap();
         assert_eq!(first, batch, "oldest file first, every field kept");
 
-        for file in reopened.files().unwrap() {
-            let count = reopened.read(&file).unwrap().len();
-            reopened.remove(file, count).unwrap();
+        for file in reopened.files().await.unwrap() {
+            reopened.remove(file).await.unwrap();
         }
-        assert_eq!(reopened.pending(), 0);
-        assert!(reopened.files().unwrap().is_empty());
+        assert!(reopened.files().await.unwrap().is_empty());
     }
 
     #[test]
-    fn half_written_files_are_dropped_on_open() {
+    fn only_abandoned_half_written_files_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("0193.tmp"), b"{\"conversation_uu").unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.pending(), 0);
-        assert!(!dir.path().join("0193.tmp").exists());
+        let old = dir.path().join("0190.tmp");
+        fs::write(&old, b"{\"conversation_uu").unwrap();
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * ABANDONED_AFTER)
+            .unwrap();
+        let fresh = dir.path().join("0193.tmp");
+        fs::write(&fresh, b"{\"conversation_uu").unwrap();
+        Spool::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(
+            fresh.exists(),
+            "possibly another process's write in progress"
+        );
     }
 
-    #[test]
-    fn a_damaged_file_is_set_aside_not_deleted() {
+    #[tokio::test]
+    async fn a_damaged_file_is_set_aside_not_deleted() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("0193.jsonl"), b"not json\n").unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.pending(), 0);
-        assert!(spool.files().unwrap().is_empty());
+        let file = spool.files().await.unwrap().remove(0);
+        let err = spool.read(&file).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        spool.set_aside(file, &err).await.unwrap();
+        assert!(spool.files().await.unwrap().is_empty());
         assert_eq!(
             fs::read(dir.path().join("0193.damaged")).unwrap(),
             b"not json\n"

@@ -33,12 +33,6 @@ const INSERT_EVENT: &str = "INSERT INTO callback_events \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING RETURNING id";
 
-/// Serialises writers per conversation with transaction-scoped advisory locks, taken in key
-/// order so that no two transactions wait on each other. Conversations whose keys collide
-/// merely share a lock. The subquery's ORDER BY keeps it from being flattened.
-const LOCK_CONVERSATIONS: &str = "SELECT pg_advisory_xact_lock(key) FROM \
-     (SELECT DISTINCT hashtextextended(c, 0) AS key FROM unnest($1::text[]) AS c ORDER BY key) AS keys";
-
 /// Folds one new event into its outcome. The winner is the greatest
 /// `(occurred_at, received_at, status)`, so any arrival order gives the same row; the
 /// descriptive columns come from the winner when it has them, else from the others.
@@ -102,55 +96,56 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(count = callbacks.len()))]
     async fn record_callbacks(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError> {
-        // A conversation's event keys and its outcome row are two locks; were they taken in
-        // whatever order batches meet them, two batches holding events of one conversation
-        // could wait on each other. So each transaction first takes one lock per conversation,
-        // in a global order, and everything it writes after that is uncontended.
-        let mut conversations: Vec<&str> = callbacks
-            .iter()
-            .map(|cb| cb.conversation_uuid.as_str())
-            .collect();
-        conversations.sort_unstable();
-        conversations.dedup();
+        // Each transaction takes its locks in one global order, so that concurrent batches
+        // never wait on each other in a cycle: conversation by conversation, first the event
+        // keys in key order, then the conversation's outcome row. Only row and index locks are
+        // involved, so the order holds on Citus shards too.
         let mut order: Vec<usize> = (0..callbacks.len()).collect();
         order.sort_by(|&a, &b| {
-            callbacks[a]
-                .conversation_uuid
-                .cmp(&callbacks[b].conversation_uuid)
+            let (a, b) = (&callbacks[a], &callbacks[b]);
+            (&a.conversation_uuid, &a.status, a.occurred_at).cmp(&(
+                &b.conversation_uuid,
+                &b.status,
+                b.occurred_at,
+            ))
         });
         let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
         let mut tx = self.pool.begin().await?;
-        sqlx::query(LOCK_CONVERSATIONS)
-            .bind(&conversations)
-            .execute(&mut *tx)
-            .await?;
-        for index in order {
-            let cb = &callbacks[index];
-            let inserted = sqlx::query(INSERT_EVENT)
-                .bind(&cb.conversation_uuid)
-                .bind(&cb.status)
-                .bind(cb.occurred_at)
-                .bind(cb.received_at)
-                .bind(&cb.agent_id)
-                .bind(&cb.to)
-                .bind(cb.call_id)
-                .bind(&cb.payload)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if inserted.is_none() {
-                continue;
+        for conversation in order
+            .chunk_by(|&a, &b| callbacks[a].conversation_uuid == callbacks[b].conversation_uuid)
+        {
+            let mut inserted = Vec::with_capacity(conversation.len());
+            for &index in conversation {
+                let cb = &callbacks[index];
+                let row = sqlx::query(INSERT_EVENT)
+                    .bind(&cb.conversation_uuid)
+                    .bind(&cb.status)
+                    .bind(cb.occurred_at)
+                    .bind(cb.received_at)
+                    .bind(&cb.agent_id)
+                    .bind(&cb.to)
+                    .bind(cb.call_id)
+                    .bind(&cb.payload)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if row.is_some() {
+                    inserted.push(index);
+                }
             }
-            sqlx::query(UPSERT_OUTCOME)
-                .bind(&cb.conversation_uuid)
-                .bind(&cb.status)
-                .bind(&cb.agent_id)
-                .bind(&cb.to)
-                .bind(cb.occurred_at)
-                .bind(cb.received_at)
-                .bind(cb.call_id)
-                .execute(&mut *tx)
-                .await?;
-            recorded[index] = Recorded::Stored;
+            for index in inserted {
+                let cb = &callbacks[index];
+                sqlx::query(UPSERT_OUTCOME)
+                    .bind(&cb.conversation_uuid)
+                    .bind(&cb.status)
+                    .bind(&cb.agent_id)
+                    .bind(&cb.to)
+                    .bind(cb.occurred_at)
+                    .bind(cb.received_at)
+                    .bind(cb.call_id)
+                    .execute(&mut *tx)
+                    .await?;
+                recorded[index] = Recorded::Stored;
+            }
         }
         tx.commit().await?;
         Ok(recorded)

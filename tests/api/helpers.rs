@@ -47,7 +47,7 @@ pub struct TestApp {
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// Temporary directories (SQLite file, spool) that live as long as the app.
+    /// The temporary directory of a SQLite file, which lives as long as the app.
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -84,6 +84,9 @@ pub fn default_flags() -> Vec<(String, String)> {
         ("api-tokens", TOKEN),
         ("ingest-secret", SECRET),
         ("public-url", PUBLIC_URL),
+        // A database error must fail a test, not vanish into a spool; the outage tests
+        // turn the spool on.
+        ("spool-dir", "off"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -104,19 +107,13 @@ impl TestApp {
     }
 
     /// An app on the database that `flags` name (`database-url`), e.g. to restart on it.
-    /// Unless `flags` name a `spool-dir`, the app spools into a directory of its own.
-    pub async fn spawn_on(mut flags: Vec<(String, String)>) -> Self {
+    pub async fn spawn_on(flags: Vec<(String, String)>) -> Self {
         let database_url = flags
             .iter()
             .find(|(k, _)| k == "database-url")
             .map(|(_, v)| v.clone())
             .expect("a database-url flag");
-        let mut dirs = Vec::new();
-        if !flags.iter().any(|(k, _)| k == "spool-dir") {
-            let spool = tempfile::tempdir().unwrap();
-            flags.push(("spool-dir".into(), spool.path().display().to_string()));
-            dirs.push(spool);
-        }
+        let dirs = Vec::new();
         let mut argv = vec!["callhook".to_owned()];
         argv.extend(flags.iter().map(|(k, v)| format!("--{k}={v}")));
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
