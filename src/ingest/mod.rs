@@ -13,6 +13,7 @@ mod replay;
 pub mod spool;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -25,6 +26,12 @@ use crate::store::{Store, StoreError};
 /// How many callbacks may wait for a writer before submitters wait for room.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// How long one write to a database server may take before it counts as unavailable. A
+/// healthy commit takes milliseconds; a network partition or a table lock held by someone
+/// else can last for ever. Giving up is safe: if the commit did land after all, replay
+/// stores nothing twice.
+const SERVER_WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// How the writers batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
@@ -32,14 +39,36 @@ pub struct BatchSettings {
     pub writers: usize,
     /// Most callbacks in one transaction; 1 turns group commit off.
     pub max_batch: usize,
+    /// Longest wait for one write before the database counts as unavailable.
+    pub write_deadline: Option<Duration>,
 }
 
 impl BatchSettings {
-    /// SQLite has one writer at a time anyway; PostgreSQL commits in parallel.
+    /// SQLite has one writer at a time anyway, and its busy timeout bounds every write (an
+    /// embedded engine's call cannot be abandoned midway safely); PostgreSQL commits in
+    /// parallel, over a network that may stop answering.
     pub fn for_backend(backend: &str, max_batch: usize) -> Self {
-        let writers = if backend == "sqlite" { 1 } else { 4 };
-        Self { writers, max_batch }
+        let sqlite = backend == "sqlite";
+        Self {
+            writers: if sqlite { 1 } else { 4 },
+            max_batch,
+            write_deadline: (!sqlite).then_some(SERVER_WRITE_DEADLINE),
+        }
     }
+}
+
+/// Stores callbacks, giving up after `deadline`.
+async fn record(
+    store: &dyn Store,
+    callbacks: &[Callback],
+    deadline: Option<Duration>,
+) -> Result<Vec<Recorded>, StoreError> {
+    let Some(deadline) = deadline else {
+        return store.record_callbacks(callbacks).await;
+    };
+    tokio::time::timeout(deadline, store.record_callbacks(callbacks))
+        .await
+        .unwrap_or(Err(StoreError::Timeout(deadline)))
 }
 
 struct Job {
@@ -60,9 +89,17 @@ impl Ingestor {
         let receiver = Arc::new(Mutex::new(receiver));
         let spool = spool.map(Arc::new);
         if let Some(spool) = &spool {
-            tokio::spawn(replay::run(store.clone(), Arc::downgrade(spool)));
+            tokio::spawn(replay::run(
+                store.clone(),
+                Arc::downgrade(spool),
+                settings.write_deadline,
+            ));
         }
-        let writer = Writer { store, spool };
+        let writer = Writer {
+            store,
+            spool,
+            deadline: settings.write_deadline,
+        };
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(write_batches(
                 writer.clone(),
@@ -96,6 +133,7 @@ impl Ingestor {
 struct Writer {
     store: Arc<dyn Store>,
     spool: Option<Arc<Spool>>,
+    deadline: Option<Duration>,
 }
 
 type Reply = Result<Recorded, Arc<StoreError>>;
@@ -117,16 +155,18 @@ impl Writer {
                 }
             }
         }
-        match self.store.record_callbacks(callbacks).await {
+        match record(self.store.as_ref(), callbacks, self.deadline).await {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
             Err(err) if err.is_refusal() && callbacks.len() > 1 => {
                 tracing::warn!(error = %err, batch = callbacks.len(), "batch refused; writing its callbacks singly");
                 let mut replies = Vec::with_capacity(callbacks.len());
                 for (n, callback) in callbacks.iter().enumerate() {
-                    match self
-                        .store
-                        .record_callbacks(std::slice::from_ref(callback))
-                        .await
+                    match record(
+                        self.store.as_ref(),
+                        std::slice::from_ref(callback),
+                        self.deadline,
+                    )
+                    .await
                     {
                         Ok(recorded) => replies.push(Ok(recorded[0])),
                         Err(err) if err.is_refusal() => replies.push(Err(Arc::new(err))),

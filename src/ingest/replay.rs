@@ -14,13 +14,13 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 
 /// Replays the spool until the ingestor that owns it is gone. The directory is listed on
 /// every pass; passes follow each other at once while they make progress.
-pub(super) async fn run(store: Arc<dyn Store>, spool: Weak<Spool>) {
+pub(super) async fn run(store: Arc<dyn Store>, spool: Weak<Spool>, deadline: Option<Duration>) {
     let mut wait = FIRST_RETRY;
     loop {
         let Some(spool) = spool.upgrade() else {
             return;
         };
-        let progress = match pass(store.as_ref(), &spool).await {
+        let progress = match pass(store.as_ref(), &spool, deadline).await {
             Ok(0) => false,
             Ok(replayed) => {
                 tracing::info!(replayed, "spooled callbacks stored in the database");
@@ -52,7 +52,11 @@ enum ReplayError {
 /// Stores every spooled file, oldest first, removing each once committed. Returns how many
 /// callbacks were replayed; stops at the first database failure. A file that cannot be
 /// read is skipped (and one that is damaged set aside), so that it holds up no other.
-async fn pass(store: &dyn Store, spool: &Spool) -> Result<usize, ReplayError> {
+async fn pass(
+    store: &dyn Store,
+    spool: &Spool,
+    deadline: Option<Duration>,
+) -> Result<usize, ReplayError> {
     let files = spool.files().await?;
     if files.is_empty() {
         // Nothing to keep in order with: writers may try the database again.
@@ -73,7 +77,7 @@ async fn pass(store: &dyn Store, spool: &Spool) -> Result<usize, ReplayError> {
                 continue;
             }
         };
-        store_file(store, spool, &callbacks).await?;
+        store_file(store, spool, &callbacks, deadline).await?;
         spool.set_database_down(false);
         spool.remove(file).await?;
         replayed += callbacks.len();
@@ -88,13 +92,14 @@ async fn store_file(
     store: &dyn Store,
     spool: &Spool,
     callbacks: &[Callback],
+    deadline: Option<Duration>,
 ) -> Result<(), ReplayError> {
-    match store.record_callbacks(callbacks).await {
+    match super::record(store, callbacks, deadline).await {
         Ok(_) => Ok(()),
         Err(err) if err.is_refusal() => {
             for callback in callbacks {
                 let one = std::slice::from_ref(callback);
-                match store.record_callbacks(one).await {
+                match super::record(store, one, deadline).await {
                     Ok(_) => {}
                     Err(err) if err.is_refusal() => {
                         tracing::error!(error = %err, conversation_uuid = %callback.conversation_uuid,

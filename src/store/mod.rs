@@ -31,6 +31,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the callback writer has stopped")]
     Stopped,
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl StoreError {

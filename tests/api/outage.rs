@@ -18,25 +18,45 @@ backend_tests!(
     spooled_callbacks_survive_a_restart,
     callbacks_the_database_refuses_are_not_spooled,
     without_a_spool_an_outage_is_an_error,
+    a_database_that_hangs_is_given_up_on,
 );
 
 /// Makes a test database unavailable to callhook the way real outages do, and back.
 enum Outage {
     /// Connections refused and open ones terminated, as in a restart or failover.
-    Postgres { admin_url: String, database: String },
-    /// Another process holds the write lock beyond callhook's busy timeout.
-    Sqlite(sqlx::SqliteConnection),
+    Postgres {
+        admin_url: String,
+        database: String,
+    },
+    /// Another connection holds a lock for as long as it likes: on PostgreSQL, say, a
+    /// migration holding a table lock; on SQLite, the write lock past the busy timeout.
+    PostgresLock(sqlx::PgConnection),
+    SqliteLock(sqlx::SqliteConnection),
 }
 
 impl Outage {
-    async fn begin(database_url: &str) -> Self {
+    /// The database hangs: writes wait on a lock that is not released.
+    async fn lock(database_url: &str) -> Self {
         if database_url.starts_with("sqlite:") {
             let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
             sqlx::raw_sql("BEGIN EXCLUSIVE")
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            return Self::Sqlite(conn);
+            return Self::SqliteLock(conn);
+        }
+        let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE callback_events IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self::PostgresLock(conn)
+    }
+
+    /// The database goes away: on SQLite, whose file cannot go away, it is locked instead.
+    async fn begin(database_url: &str) -> Self {
+        if database_url.starts_with("sqlite:") {
+            return Self::lock(database_url).await;
         }
         let admin_url = std::env::var("CALLHOOK_TEST_DATABASE_URL").unwrap();
         let database = database_url.rsplit_once('/').unwrap().1.to_owned();
@@ -56,7 +76,10 @@ impl Outage {
 
     async fn end(self) {
         match self {
-            Self::Sqlite(mut conn) => {
+            Self::PostgresLock(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            Self::SqliteLock(mut conn) => {
                 sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
             }
             Self::Postgres {
@@ -246,4 +269,20 @@ async fn without_a_spool_an_outage_is_an_error(backend: Backend) {
     assert_problem(response, 500).await;
     outage.end().await;
     assert_eq!(app.get("/v1/outcomes/CON-unspooled").await.status(), 404);
+}
+
+/// A database that neither answers nor fails (a lock held by someone else, a network
+/// partition) is given up on after the write deadline: the callbacks are spooled and
+/// answered, not left waiting until the request times out.
+async fn a_database_that_hangs_is_given_up_on(backend: Backend) {
+    let (database_url, _dir) = fresh_database(backend).await;
+    let spool = tempfile::tempdir().unwrap();
+    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let hang = Outage::lock(&database_url).await;
+    post_during_outage(&app).await;
+    assert!(spooled_files(spool.path()) > 0);
+    hang.end().await;
+    let outcome = await_outcome(&app, "CON-outage", 3).await;
+    assert_eq!(outcome["event_count"], 3, "{outcome}");
+    await_empty_spool(spool.path()).await;
 }
