@@ -51,8 +51,11 @@ impl StoreError {
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some()
         {
-            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
-            return code.starts_with("22") || code.starts_with("23");
+            // SQLSTATE classes 22 (data exception), 23 (integrity constraint violation) and
+            // 54 (program limit exceeded, e.g. an index row too large).
+            return ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class));
         }
         // SQLite result codes TOOBIG, CONSTRAINT, MISMATCH and RANGE; extended codes keep the
         // primary code in their low byte.
