@@ -118,7 +118,7 @@ impl AiStudioClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
+            .and_then(|v| retry_after_seconds(v, chrono::Utc::now()));
         let body = response.bytes().await.map_err(|err| classify(&err))?;
         if status.is_success() {
             return serde_json::from_slice::<Accepted>(&body)
@@ -130,6 +130,17 @@ impl AiStudioClient {
             retry_after,
         })
     }
+}
+
+/// `Retry-After` as seconds (at least 1): either delay-seconds or an HTTP-date (RFC 9110).
+fn retry_after_seconds(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.max(1));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let millis = (at.with_timezone(&chrono::Utc) - now).num_milliseconds();
+    Some((millis.max(0) as u64).div_ceil(1000).max(1))
 }
 
 fn classify(err: &reqwest::Error) -> MakeCallError {
@@ -165,4 +176,28 @@ fn error_message(status: StatusCode, body: &[u8], key: &str) -> String {
         message.replace(key, "[redacted]")
     };
     message.chars().take(MAX_MESSAGE_LEN).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_seconds;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T07:28:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(retry_after_seconds("7", now), Some(7));
+        assert_eq!(retry_after_seconds(" 0 ", now), Some(1));
+        assert_eq!(
+            retry_after_seconds("Wed, 25 Nov 2026 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(
+            retry_after_seconds("Wed, 25 Nov 2026 07:27:00 GMT", now),
+            Some(1),
+            "a date in the past means now"
+        );
+        assert_eq!(retry_after_seconds("soon", now), None);
+    }
 }
