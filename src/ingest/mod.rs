@@ -57,7 +57,10 @@ impl BatchSettings {
     }
 }
 
-/// Stores callbacks, giving up after `deadline`.
+/// Extra time allowed per callback of a batch: each costs round trips to the server.
+const WRITE_DEADLINE_PER_CALLBACK: Duration = Duration::from_millis(10);
+
+/// Stores callbacks, giving up after `deadline` (plus a little per callback).
 async fn record(
     store: &dyn Store,
     callbacks: &[Callback],
@@ -66,6 +69,7 @@ async fn record(
     let Some(deadline) = deadline else {
         return store.record_callbacks(callbacks).await;
     };
+    let deadline = deadline + WRITE_DEADLINE_PER_CALLBACK * callbacks.len() as u32;
     tokio::time::timeout(deadline, store.record_callbacks(callbacks))
         .await
         .unwrap_or(Err(StoreError::Timeout(deadline)))

@@ -11,6 +11,8 @@ use crate::store::{Store, StoreError};
 /// from the first interval, doubling up to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(10);
+/// The size a file that timed out as a whole is replayed in.
+const SMALL_BATCH: usize = 16;
 
 /// Replays the spool until the ingestor that owns it is gone. The directory is listed on
 /// every pass; passes follow each other at once while they make progress.
@@ -20,23 +22,28 @@ pub(super) async fn run(store: Arc<dyn Store>, spool: Weak<Spool>, deadline: Opt
         let Some(spool) = spool.upgrade() else {
             return;
         };
-        let progress = match pass(store.as_ref(), &spool, deadline).await {
-            Ok(0) => false,
-            Ok(replayed) => {
+        let outcome = pass(store.as_ref(), &spool, deadline).await;
+        drop(spool);
+        match outcome {
+            // Nothing waits: look again soon, so that a new outage's files are not left
+            // behind a long back-off.
+            Ok(None) => {
+                wait = FIRST_RETRY;
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Some(replayed)) if replayed > 0 => {
                 tracing::info!(replayed, "spooled callbacks stored in the database");
-                true
+                wait = FIRST_RETRY;
+            }
+            Ok(Some(_)) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LAST_RETRY);
             }
             Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "spool replay failed; will retry");
-                false
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LAST_RETRY);
             }
-        };
-        drop(spool);
-        if progress {
-            wait = FIRST_RETRY;
-        } else {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(LAST_RETRY);
         }
     }
 }
@@ -50,18 +57,19 @@ enum ReplayError {
 }
 
 /// Stores every spooled file, oldest first, removing each once committed. Returns how many
-/// callbacks were replayed; stops at the first database failure. A file that cannot be
+/// callbacks were replayed (`None`: the spool was empty); stops at the first database
+/// failure. A file that cannot be
 /// read is skipped (and one that is damaged set aside), so that it holds up no other.
 async fn pass(
     store: &dyn Store,
     spool: &Spool,
     deadline: Option<Duration>,
-) -> Result<usize, ReplayError> {
+) -> Result<Option<usize>, ReplayError> {
     let files = spool.files().await?;
     if files.is_empty() {
         // Nothing to keep in order with: writers may try the database again.
         spool.set_database_down(false);
-        return Ok(0);
+        return Ok(None);
     }
     let mut replayed = 0;
     for file in files {
@@ -83,7 +91,7 @@ async fn pass(
         replayed += callbacks.len();
         metrics::counter!("callhook_spool_replayed_total").increment(callbacks.len() as u64);
     }
-    Ok(replayed)
+    Ok(Some(replayed))
 }
 
 /// Stores one file's callbacks in one transaction; when the database refuses one of them,
@@ -96,6 +104,14 @@ async fn store_file(
 ) -> Result<(), ReplayError> {
     match super::record(store, callbacks, deadline).await {
         Ok(_) => Ok(()),
+        // A large file may be too slow for one transaction (a distant or loaded server):
+        // smaller ones each get their own deadline.
+        Err(StoreError::Timeout(_)) if callbacks.len() > SMALL_BATCH => {
+            for chunk in callbacks.chunks(SMALL_BATCH) {
+                Box::pin(store_file(store, spool, chunk, deadline)).await?;
+            }
+            Ok(())
+        }
         Err(err) if err.is_refusal() => {
             for callback in callbacks {
                 let one = std::slice::from_ref(callback);

@@ -111,6 +111,14 @@ impl Store for PostgresStore {
         });
         let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
         let mut tx = self.pool.begin().await?;
+        // A lock held elsewhere makes the server give up too, not only the client, so that a
+        // connection abandoned by the ingest deadline is freed rather than left waiting.
+        sqlx::query(
+            "SELECT set_config('lock_timeout', '4s', true), \
+                    set_config('statement_timeout', '4s', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         for conversation in order
             .chunk_by(|&a, &b| callbacks[a].conversation_uuid == callbacks[b].conversation_uuid)
         {
