@@ -120,7 +120,7 @@ pub struct ServeArgs {
     /// Directory where status callbacks are kept on disk while the database is unavailable,
     /// until they are replayed into it; created if missing. `off`: no spool (a callback the
     /// database cannot take is answered 500 and is lost).
-    #[arg(long, env = "CALLHOOK_SPOOL_DIR", default_value = "callhook-spool")]
+    #[arg(long, env = "CALLHOOK_SPOOL_DIR", default_value = DEFAULT_SPOOL_DIR)]
     pub spool_dir: String,
     /// Place calls through a built-in AI Studio simulator on a free loopback port, wiring
     /// VGAI_BASE_URL, VGAI_API_KEY and CALLHOOK_PUBLIC_URL to it (`callhook simulator --help`
@@ -164,6 +164,7 @@ pub struct SimulatorArgs {
 }
 
 const DEFAULT_CALLBACK_DELAY_MS: u64 = 2_000;
+const DEFAULT_SPOOL_DIR: &str = "callhook-spool";
 const DEFAULT_RATE_PER_SECOND: f64 = 5.0;
 
 /// A validated simulator configuration.
@@ -337,7 +338,7 @@ impl Config {
             ingest_batch_max: usize::from(args.ingest_batch_max),
             spool_dir: match args.spool_dir.trim() {
                 "off" => None,
-                "" => Some("callhook-spool".into()),
+                "" => Some(DEFAULT_SPOOL_DIR.into()),
                 dir => Some(dir.into()),
             },
             simulate: args.simulate,

@@ -48,7 +48,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The temporary directory of a SQLite file, which lives as long as the app.
-    dirs: Vec<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// A fresh, empty database of `backend`; the temporary directory holds a SQLite file.
@@ -102,7 +102,7 @@ impl TestApp {
         let (database_url, dir) = fresh_database(backend).await;
         flags.insert(0, ("database-url".into(), database_url));
         let mut app = Self::spawn_on(flags).await;
-        app.dirs.extend(dir);
+        app.dir = dir;
         app
     }
 
@@ -113,7 +113,6 @@ impl TestApp {
             .find(|(k, _)| k == "database-url")
             .map(|(_, v)| v.clone())
             .expect("a database-url flag");
-        let dirs = Vec::new();
         let mut argv = vec!["callhook".to_owned()];
         argv.extend(flags.iter().map(|(k, v)| format!("--{k}={v}")));
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
@@ -131,7 +130,7 @@ impl TestApp {
             database_url,
             shutdown: Some(tx),
             server: Some(server),
-            dirs,
+            dir: None,
         }
     }
 

@@ -147,14 +147,28 @@ async fn await_empty_spool(dir: &Path) {
     }
 }
 
-/// Starts an app with one callback stored before the outage.
-async fn app_with_one_callback(flags: Vec<(String, String)>) -> TestApp {
-    let app = TestApp::spawn_on(flags).await;
+/// An app spooling into a directory of its own, with one callback stored before the outage.
+struct Spooling {
+    app: TestApp,
+    database_url: String,
+    spool: tempfile::TempDir,
+    _database_dir: Option<tempfile::TempDir>,
+}
+
+async fn spooling_app(backend: Backend) -> Spooling {
+    let (database_url, database_dir) = fresh_database(backend).await;
+    let spool = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_on(flags(&database_url, spool.path())).await;
     let stored = app
         .post_status(&callback("CON-outage", "busy", "2022-05-31T06:40:45.475Z"))
         .await;
     assert_eq!(stored.status(), 204);
-    app
+    Spooling {
+        app,
+        database_url,
+        spool,
+        _database_dir: database_dir,
+    }
 }
 
 /// Posts, during an outage, a repeat of the stored event and two new ones, concurrently.
@@ -173,10 +187,13 @@ async fn post_during_outage(app: &TestApp) {
 }
 
 async fn callbacks_during_an_outage_are_spooled_and_replayed(backend: Backend) {
-    let (database_url, _dir) = fresh_database(backend).await;
-    let spool = tempfile::tempdir().unwrap();
-    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
-    let outage = Outage::begin(&app.database_url).await;
+    let Spooling {
+        app,
+        database_url,
+        spool,
+        _database_dir,
+    } = spooling_app(backend).await;
+    let outage = Outage::begin(&database_url).await;
     post_during_outage(&app).await;
     assert!(spooled_files(spool.path()) > 0, "the callbacks are on disk");
     outage.end().await;
@@ -192,9 +209,12 @@ async fn callbacks_during_an_outage_are_spooled_and_replayed(backend: Backend) {
 }
 
 async fn spooled_callbacks_survive_a_restart(backend: Backend) {
-    let (database_url, _dir) = fresh_database(backend).await;
-    let spool = tempfile::tempdir().unwrap();
-    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let Spooling {
+        app,
+        database_url,
+        spool,
+        _database_dir,
+    } = spooling_app(backend).await;
     let outage = Outage::begin(&database_url).await;
     post_during_outage(&app).await;
     // The process goes away while the database is still down; only the disk remembers. Its
@@ -225,9 +245,12 @@ async fn spooled_callbacks_survive_a_restart(backend: Backend) {
 /// A callback the database itself refuses would be refused on replay too: it is answered
 /// 500 rather than acknowledged into a spool that can never drain.
 async fn callbacks_the_database_refuses_are_not_spooled(backend: Backend) {
-    let (database_url, _dir) = fresh_database(backend).await;
-    let spool = tempfile::tempdir().unwrap();
-    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let Spooling {
+        app,
+        database_url: _,
+        spool,
+        _database_dir,
+    } = spooling_app(backend).await;
     execute_sql(
         &app,
         match backend {
@@ -275,9 +298,12 @@ async fn without_a_spool_an_outage_is_an_error(backend: Backend) {
 /// partition) is given up on after the write deadline: the callbacks are spooled and
 /// answered, not left waiting until the request times out.
 async fn a_database_that_hangs_is_given_up_on(backend: Backend) {
-    let (database_url, _dir) = fresh_database(backend).await;
-    let spool = tempfile::tempdir().unwrap();
-    let app = app_with_one_callback(flags(&database_url, spool.path())).await;
+    let Spooling {
+        app,
+        database_url,
+        spool,
+        _database_dir,
+    } = spooling_app(backend).await;
     let hang = Outage::lock(&database_url).await;
     post_during_outage(&app).await;
     assert!(spooled_files(spool.path()) > 0);
