@@ -134,6 +134,9 @@ impl CallPlacer {
             })
             .await;
         let (result, failure) = outcome_of(answer);
+        if let Some(failure) = &failure {
+            log_failure(id, &request.agent_id, failure);
+        }
         metrics::counter!("callhook_calls_total", "state" => result.state.as_str()).increment(1);
         let recorded = async {
             self.store.finish_call(id, &result).await?;
@@ -146,6 +149,22 @@ impl CallPlacer {
             Ok(call) => Ok(Placement { call, failure }),
             Err(error) => Err(PlaceError::Unrecorded { call_id: id, error }),
         }
+    }
+}
+
+/// One line per call that AI Studio did not initiate, with what it said (already redacted).
+fn log_failure(call_id: Uuid, agent_id: &str, failure: &Failure) {
+    match failure {
+        Failure::Refused {
+            status, message, ..
+        } => tracing::warn!(%call_id, agent_id, upstream_status = status, reason = %message,
+            "AI Studio refused the call"),
+        Failure::Unreachable => tracing::warn!(%call_id, agent_id, reason = "unreachable",
+            "AI Studio could not be reached; the call was not placed"),
+        Failure::Timeout => tracing::warn!(%call_id, agent_id, reason = "timeout",
+            "AI Studio did not answer in time; the call may have been placed and is not retried"),
+        Failure::Indeterminate(reason) => tracing::warn!(%call_id, agent_id, %reason,
+            "the exchange with AI Studio broke off; the call may have been placed and is not retried"),
     }
 }
 

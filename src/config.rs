@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use crate::http::server::ConnectionLimits;
+
 /// Status-callback receiver, outcome store and call placer for Vonage AI Studio agents.
 #[derive(Debug, Parser)]
 #[command(name = "callhook", version, about, long_about = None)]
@@ -14,6 +16,38 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// Parses the command line; exits 2 with a message when it cannot be read, and when the
+    /// service's flags come before a subcommand (where they would not apply).
+    pub fn parse_args() -> Self {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Self::command().get_matches();
+        if let Some((subcommand, _)) = matches.subcommand() {
+            let early: Vec<String> = Self::command()
+                .get_arguments()
+                .filter(|arg| {
+                    matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+                })
+                .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+                .collect();
+            if !early.is_empty() {
+                Self::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{} given before the subcommand would not apply to it: write \
+                             `callhook {subcommand} {} …` (see `callhook {subcommand} --help`)",
+                            early.join(", "),
+                            early[0]
+                        ),
+                    )
+                    .exit();
+            }
+        }
+        Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +148,20 @@ pub struct ServeArgs {
     /// Seconds after which a request is abandoned with 408.
     #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
     pub request_timeout_secs: f64,
+    /// Seconds a connection may take to send a request's headers, counted from when it opens
+    /// or finishes its previous response; so also how long an idle keep-alive connection stays.
+    #[arg(long, env = "CALLHOOK_HEADER_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub header_timeout_secs: f64,
+    /// Most connections open at once; past it the longest-idle one is closed, and when none is
+    /// idle new ones are answered 503.
+    #[arg(long, env = "CALLHOOK_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a shutdown waits for requests in flight before closing the connections left.
+    #[arg(long, env = "CALLHOOK_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+    /// Most refused status callbacks kept for GET /v1/rejected; the oldest go first.
+    #[arg(long, env = "CALLHOOK_REJECTED_MAX", default_value_t = 10_000)]
+    pub rejected_max: u32,
     /// Most status callbacks committed in one transaction (group commit); 1 turns it off.
     #[arg(long, env = "CALLHOOK_INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub ingest_batch_max: u16,
@@ -239,6 +287,9 @@ pub struct Config {
     pub vgai_base_url: String,
     pub vgai_timeout: Duration,
     pub request_timeout: Duration,
+    pub connections: ConnectionLimits,
+    /// Most refused callbacks kept; 0 keeps none.
+    pub rejected_max: u32,
     pub ingest_batch_max: usize,
     /// `None`: spooling is off.
     pub spool_dir: Option<std::path::PathBuf>,
@@ -274,16 +325,7 @@ impl Config {
                 format!("{:?} is not an address such as 127.0.0.1:8080", args.bind),
             )
         })?;
-        let database_url = args.database_url.trim().to_owned();
-        if !["sqlite:", "postgres:", "postgresql:"]
-            .iter()
-            .any(|scheme| database_url.starts_with(scheme))
-        {
-            return Err(invalid(
-                "DATABASE_URL",
-                "must start with sqlite:// or postgres://",
-            ));
-        }
+        let database_url = database_url(&args.database_url)?;
         let public_url = non_empty(args.public_url)
             .map(|url| validate_base_url("CALLHOOK_PUBLIC_URL", &url))
             .transpose()?;
@@ -335,6 +377,12 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
+            connections: ConnectionLimits {
+                header_timeout: seconds("CALLHOOK_HEADER_TIMEOUT_SECS", args.header_timeout_secs)?,
+                max_connections: args.max_connections as usize,
+                shutdown_grace: seconds("CALLHOOK_SHUTDOWN_GRACE_SECS", args.shutdown_grace_secs)?,
+            },
+            rejected_max: args.rejected_max,
             ingest_batch_max: usize::from(args.ingest_batch_max),
             spool_dir: match args.spool_dir.trim() {
                 "off" => None,
@@ -343,6 +391,22 @@ impl Config {
             },
             simulate: args.simulate,
         })
+    }
+}
+
+/// A `DATABASE_URL` of a backend callhook has: `sqlite:` or `postgres(ql):`.
+pub fn database_url(raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim();
+    if ["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        Ok(url.to_owned())
+    } else {
+        Err(invalid(
+            "DATABASE_URL",
+            "must start with sqlite:// or postgres://",
+        ))
     }
 }
 

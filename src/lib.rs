@@ -15,13 +15,14 @@ pub mod upstream;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::calls::CallPlacer;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::http::auth::SecretSet;
+use crate::http::server::App;
+use crate::ingest::rejections::Rejections;
 use crate::ingest::spool::Spool;
 use crate::ingest::{BatchSettings, Ingestor};
 use crate::status_url::StatusUrlSigner;
@@ -37,6 +38,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 /// The state handlers share, built from a validated configuration and an open store. Fails
 /// when the spool directory cannot be opened.
 pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState> {
+    telemetry::register_counters();
     let signer = StatusUrlSigner::new(config.ingest_secret.as_ref());
     let placer = CallPlacer::new(
         store.clone(),
@@ -65,6 +67,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
             spool,
             BatchSettings::for_backend(store.backend(), config.ingest_batch_max),
         ),
+        rejections: Rejections::new(store.clone(), config.rejected_max),
         store,
         placer: Arc::new(placer),
         api_tokens: SecretSet::new(&config.api_tokens),
@@ -72,23 +75,27 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         signer,
         metrics: telemetry::metrics_handle(),
         request_timeout: config.request_timeout,
+        connections: config.connections,
         openapi: Arc::new(OnceLock::new()),
+        database: Arc::default(),
     })
 }
 
-/// The whole application as a router, for serving or for driving in-process.
-pub fn app(state: AppState) -> Router {
-    http::router(state)
+/// The whole application: its router (`App::router` drives it in-process) and the bounds
+/// its connections are served within.
+pub fn app(state: AppState) -> App {
+    App {
+        limits: state.connections,
+        router: http::router(state),
+    }
 }
 
 /// Serves `app` on an already-bound listener until `shutdown` completes, then finishes the
-/// requests in flight.
+/// requests in flight within the configured grace period.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http::server::serve(listener, app, shutdown).await
 }

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::net::TcpListener;
 
 use callhook::config::{Cli, Command, Config, ServeArgs, SimulatorArgs, SimulatorConfig};
@@ -9,7 +8,7 @@ use callhook::simulator::{self, Simulator};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match cli.command {
         None => run(cli.serve).await,
         Some(Command::Serve(args)) => run(args).await,
@@ -111,6 +110,12 @@ fn warn_if_open(config: &Config) {
              be able to reach that address"
         );
     }
+    if config.vgai_api_key.is_none() && !config.simulate {
+        tracing::warn!(
+            "VGAI_API_KEY is not set: POST /v1/calls answers 503 until it is; status callbacks \
+             and queries work as usual"
+        );
+    }
     if config.api_tokens.is_empty() {
         tracing::warn!(
             "CALLHOOK_API_TOKENS is not set: the /v1 API is OPEN to anyone who can reach {} \
@@ -165,7 +170,14 @@ async fn run_simulator(args: SimulatorArgs) -> ExitCode {
 
 async fn migrate(database_url: &str) -> ExitCode {
     callhook::telemetry::init_logging(None);
-    match callhook::store::connect(database_url).await {
+    let database_url = match callhook::config::database_url(database_url) {
+        Ok(url) => url,
+        Err(err) => {
+            eprintln!("callhook migrate: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match callhook::store::connect(&database_url).await {
         Ok(store) => match store.migrate().await {
             Ok(()) => {
                 tracing::info!(database = store.backend(), "migrations applied");

@@ -3,8 +3,6 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use axum::extract::MatchedPath;
-use axum::http::Request;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +24,7 @@ pub fn init_logging(format: Option<LogFormat>) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
@@ -54,17 +53,33 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The span of one request: method, matched route and request id. The path is not logged,
-/// since the status URLs carry secrets in it.
-pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+/// Registers, at zero, the counters that alerts watch, so that they exist before their first
+/// event (a rate over a series that appears late misses its first increase).
+pub fn register_counters() {
+    for result in ["stored", "duplicate", "spooled"] {
+        metrics::counter!("callhook_callbacks_total", "result" => result).increment(0);
+    }
+    for reason in ["secret", "signature"]
+        .into_iter()
+        .chain(crate::ingest::rejections::REASONS)
+    {
+        metrics::counter!("callhook_callbacks_rejected_total", "reason" => reason).increment(0);
+    }
+    for reason in crate::ingest::rejections::REASONS {
+        for result in ["kept", "not_kept"] {
+            metrics::counter!("callhook_rejected_callbacks_total", "reason" => reason, "result" => result)
+                .increment(0);
+        }
+    }
+    for state in crate::domain::call::CallState::ALL {
+        metrics::counter!("callhook_calls_total", "state" => state.as_str()).increment(0);
+    }
+    for name in [
+        "callhook_spool_replayed_total",
+        "callhook_spool_refused_total",
+        "callhook_spool_damaged_files_total",
+        "callhook_connections_refused_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }

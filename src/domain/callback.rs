@@ -1,6 +1,9 @@
 //! A status callback as AI Studio posts it to a `status_url`, parsed from the raw body.
 
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::FieldError;
@@ -38,15 +41,18 @@ pub enum CallbackError {
 
 impl Callback {
     /// Parses a raw callback body. Any content type is accepted: the body must be a JSON
-    /// object with `conversation_uuid`, `status` and `timestamp`.
+    /// object with `conversation_uuid`, `status` and `timestamp`. Only the top level is read
+    /// into values; every other member is checked for JSON grammar alone, so that any depth
+    /// of nesting and numbers of any size are stored rather than refused.
     pub fn parse(
         body: &[u8],
         call_id: Option<Uuid>,
         received_at: Timestamp,
     ) -> Result<Self, CallbackError> {
-        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        let Ok(members) = serde_json::from_slice::<HashMap<String, Box<RawValue>>>(body) else {
             return Err(CallbackError::NotAnObject);
         };
+        let fields = Fields(members);
         let mut errors = Vec::new();
         let conversation_uuid = required_string(
             &fields,
@@ -85,13 +91,24 @@ impl Callback {
     }
 }
 
+/// The top-level members of a callback; a member is read into a value only when asked for,
+/// and one too deep or with a number outside f64 reads as "not a string".
+struct Fields(HashMap<String, Box<RawValue>>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<Value> {
+        let raw = self.0.get(name)?;
+        Some(serde_json::from_str(raw.get()).unwrap_or(Value::Array(Vec::new())))
+    }
+}
+
 fn required_string(
-    fields: &Map<String, Value>,
+    fields: &Fields,
     name: &str,
     max_len: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    let message = match fields.get(name) {
+    let message = match fields.get(name).as_ref() {
         None | Some(Value::Null) => "is required",
         Some(Value::String(s)) if s.trim().is_empty() => "must not be empty",
         Some(Value::String(s)) if s.len() > max_len => {
@@ -113,8 +130,8 @@ fn required_string(
 
 /// The status exactly as sent: only an empty one, or one with a NUL character (which no
 /// database text column holds), is refused.
-fn status_as_sent(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let message = match fields.get("status") {
+fn status_as_sent(fields: &Fields, errors: &mut Vec<FieldError>) -> Option<String> {
+    let message = match fields.get("status").as_ref() {
         None | Some(Value::Null) => "is required".to_owned(),
         Some(Value::String(s)) if s.is_empty() => "must not be empty".to_owned(),
         Some(Value::String(s)) if s.len() > MAX_STATUS_LEN => {
@@ -130,7 +147,7 @@ fn status_as_sent(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> 
 
 /// Optional descriptive fields are kept when usable and ignored otherwise: a callback is
 /// never refused for them, since whatever is refused is lost.
-fn optional_string(fields: &Map<String, Value>, name: &str) -> Option<String> {
+fn optional_string(fields: &Fields, name: &str) -> Option<String> {
     let value = match fields.get(name)? {
         Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
@@ -189,5 +206,38 @@ mod tests {
             let cb = parse(&body.to_string()).unwrap();
             assert_eq!(cb.status, status, "stored exactly as sent");
         }
+    }
+
+    #[test]
+    fn any_nesting_and_any_number_elsewhere_is_stored() {
+        let deep = format!("{}1{}", "[".repeat(20_000), "]".repeat(20_000));
+        let digits = "9".repeat(5000);
+        for extra in [
+            deep.as_str(),
+            "1e999999",
+            digits.as_str(),
+            r#"{"a":{"b":[1,2,{"c":null}]}}"#,
+        ] {
+            let body = format!(
+                r#"{{"conversation_uuid":"C","status":"busy","timestamp":"2022-05-31T06:40:45Z","extra":{extra},"to":{extra}}}"#
+            );
+            let cb = parse(&body)
+                .unwrap_or_else(|e| panic!("{e:?} for {}", &extra[..10.min(extra.len())]));
+            assert_eq!(cb.payload, body, "the raw body is kept");
+            assert_eq!(cb.to, None, "an unusable optional field is dropped");
+        }
+    }
+
+    #[test]
+    fn a_required_field_out_of_reach_is_named() {
+        let body = format!(
+            r#"{{"conversation_uuid":{}"C"{},"status":"busy","timestamp":"2022-05-31T06:40:45Z"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let Err(CallbackError::Invalid(errors)) = parse(&body) else {
+            panic!("expected invalid");
+        };
+        assert_eq!(errors[0].field, "conversation_uuid");
     }
 }

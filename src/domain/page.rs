@@ -35,6 +35,9 @@ impl Cursor {
     pub fn decode(raw: &str) -> Option<Self> {
         let json = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
         let cursor: Self = serde_json::from_slice(&json).ok()?;
+        if cursor.key.contains('\0') {
+            return None;
+        }
         let at = chrono::DateTime::from_timestamp_micros(cursor.at_micros)?;
         super::time::in_range(at).map(|_| cursor)
     }

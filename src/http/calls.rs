@@ -14,7 +14,6 @@ use crate::calls::{Failure, PlaceError, Placement};
 use crate::domain::FieldError;
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::call_request::CallRequest;
-use crate::domain::destination::Destination;
 use crate::domain::page::Page;
 use crate::domain::time::now;
 use crate::store::Claim;
@@ -424,8 +423,7 @@ pub async fn get_call(
     let not_found = || ApiError::NotFound(format!("no call {id:?}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     state
-        .store
-        .call(uuid)
+        .read(state.store.call(uuid))
         .await?
         .map(Json)
         .ok_or_else(not_found)
@@ -467,15 +465,9 @@ pub async fn list_calls(
             ),
         }
     }
-    let to = query
-        .string("to")
-        .map(|raw| match Destination::parse(&raw) {
-            Ok(destination) => destination.to_string(),
-            Err(_) => raw,
-        });
     let filter = CallFilter {
         agent_id: query.string("agent_id"),
-        to,
+        to: query.destination("to"),
         states,
         outcome_statuses: query.list("outcome"),
         since: query.timestamp("since"),
@@ -490,5 +482,5 @@ pub async fn list_calls(
         query.reject("cursor", "is not a cursor returned by this endpoint");
     }
     query.finish()?;
-    Ok(Json(state.store.calls(&filter, &page).await?))
+    Ok(Json(state.read(state.store.calls(&filter, &page)).await?))
 }

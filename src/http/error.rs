@@ -12,6 +12,8 @@ use crate::domain::FieldError;
 use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Seconds a client is asked to wait while the database is unavailable.
+const DATABASE_RETRY_AFTER: &str = "2";
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,6 +73,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other { status, .. } => *status,
         }
@@ -150,6 +153,18 @@ impl IntoResponse for ApiError {
                     format!("invalid fields: {}", fields.join(", ")),
                     Some(errors),
                 )
+            }
+            Self::Store(err) if err.is_unavailable() => {
+                let mut response = problem_response(
+                    status,
+                    "the database is unavailable; retry shortly".to_owned(),
+                    None,
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(DATABASE_RETRY_AFTER),
+                );
+                return response;
             }
             Self::Store(_) | Self::Ingest(_) => {
                 tracing::error!(error = %self, "storage failure");

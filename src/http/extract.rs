@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::domain::FieldError;
+use crate::domain::destination::Destination;
 use crate::domain::page::{Cursor, DEFAULT_LIMIT, MAX_LIMIT, PageRequest};
 use crate::domain::time::{Timestamp, parse_timestamp};
 
@@ -65,6 +66,12 @@ impl QueryParams {
             self.errors.push(FieldError::new(name, "must not be empty"));
             return None;
         }
+        // No stored text holds NUL, and PostgreSQL refuses it in a parameter.
+        if value.contains('\0') {
+            self.errors
+                .push(FieldError::new(name, "must not contain NUL characters"));
+            return None;
+        }
         Some(value.to_owned())
     }
 
@@ -79,6 +86,15 @@ impl QueryParams {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A destination as typed by people (`+972 54-111-6037`), matched in the digits-only
+    /// form that upstream uses; anything else is matched as given.
+    pub fn destination(&mut self, name: &str) -> Option<String> {
+        self.string(name).map(|raw| match Destination::parse(&raw) {
+            Ok(destination) => destination.to_string(),
+            Err(_) => raw,
+        })
     }
 
     pub fn timestamp(&mut self, name: &str) -> Option<Timestamp> {

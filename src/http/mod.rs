@@ -7,9 +7,13 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod outcomes;
+pub mod rejected;
+pub mod server;
 pub mod stats;
 pub mod status;
+pub mod trace;
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,8 +36,10 @@ use utoipa_axum::routes;
 
 use crate::calls::CallPlacer;
 use crate::ingest::Ingestor;
+use crate::ingest::rejections::Rejections;
 use crate::status_url::StatusUrlSigner;
-use crate::store::Store;
+use crate::store::health::DatabaseHealth;
+use crate::store::{Store, StoreError};
 use auth::SecretSet;
 use error::{ApiError, problem_response};
 
@@ -45,6 +51,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ingestor: Ingestor,
+    pub rejections: Rejections,
     pub placer: Arc<CallPlacer>,
     pub api_tokens: SecretSet,
     /// `None` runs the shared status URL open (loopback only).
@@ -52,7 +59,20 @@ pub struct AppState {
     pub signer: StatusUrlSigner,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
+    pub connections: server::ConnectionLimits,
     pub openapi: Arc<OnceLock<String>>,
+    pub database: Arc<DatabaseHealth>,
+}
+
+impl AppState {
+    /// Runs a read of the store: within a deadline, short once the database is known to be
+    /// unavailable, which answers 503.
+    pub async fn read<T>(
+        &self,
+        query: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ApiError> {
+        Ok(self.database.read(query).await?)
+    }
 }
 
 #[derive(OpenApi)]
@@ -92,14 +112,14 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(outcomes::list_outcomes))
         .routes(routes!(outcomes::get_outcome))
         .routes(routes!(stats::stats))
+        .routes(routes!(rejected::list_rejected))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,
         ));
     let status = OpenApiRouter::new()
         .routes(routes!(status::ingest_shared))
-        .routes(routes!(status::ingest_for_call))
-        .layer(DefaultBodyLimit::max(status::MAX_CALLBACK_BYTES));
+        .routes(routes!(status::ingest_for_call));
     let ops = OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -141,28 +161,38 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(crate::telemetry::request_span)
+                .make_span_with(trace::request_span)
                 .on_request(())
                 .on_response(
                     DefaultOnResponse::new()
                         .level(tracing::Level::INFO)
                         .latency_unit(LatencyUnit::Millis),
-                ),
+                )
+                // The response line carries the status, and ApiError logs the cause of a 5xx:
+                // a third line per failure would only repeat them.
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::map_request(trace::drop_unusable_request_id))
 }
 
-/// Counts requests by route, method and status, with a latency histogram.
+/// Counts requests by route, method and status, with a latency histogram. Every label takes
+/// one of a fixed set of values, whatever a client sends: route templates (else
+/// `unmatched`), the methods the API knows (else `other`), and status codes.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = trace::method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let labels = [
+        ("route", route),
+        ("method", method.to_owned()),
+        ("status", status),
+    ];
     metrics::counter!("callhook_http_requests_total", &labels).increment(1);
     metrics::histogram!("callhook_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());

@@ -25,16 +25,18 @@ pub async fn get_outcome(
     State(state): State<AppState>,
     Path(conversation_uuid): Path<String>,
 ) -> Result<Json<Outcome>, ApiError> {
-    state
-        .store
-        .outcome(&conversation_uuid)
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no callback has been stored for conversation {conversation_uuid:?}"
-            ))
-        })
+    // A stored conversation_uuid never holds a control character (PostgreSQL would refuse
+    // NUL as a parameter): such a key matches nothing on either backend.
+    let stored = if conversation_uuid.chars().any(char::is_control) {
+        None
+    } else {
+        state.read(state.store.outcome(&conversation_uuid)).await?
+    };
+    stored.map(Json).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no callback has been stored for conversation {conversation_uuid:?}"
+        ))
+    })
 }
 
 /// Outcomes, newest `occurred_at` first, with keyset paging.
@@ -66,12 +68,14 @@ pub async fn list_outcomes(
     let filter = OutcomeFilter {
         statuses: query.list("status"),
         agent_id: query.string("agent_id"),
-        to: query.string("to"),
+        to: query.destination("to"),
         call_id: query.uuid("call_id"),
         since: query.timestamp("since"),
         until: query.timestamp("until"),
     };
     let page = query.page();
     query.finish()?;
-    Ok(Json(state.store.outcomes(&filter, &page).await?))
+    Ok(Json(
+        state.read(state.store.outcomes(&filter, &page)).await?,
+    ))
 }

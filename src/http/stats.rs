@@ -44,5 +44,5 @@ pub async fn stats(
         agent_id: query.string("agent_id"),
     };
     query.finish()?;
-    Ok(Json(state.store.stats(&window).await?))
+    Ok(Json(state.read(state.store.stats(&window)).await?))
 }

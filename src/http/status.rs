@@ -1,14 +1,15 @@
 //! The status URLs AI Studio posts callbacks to: the shared one, and one per placed call.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use http_body_util::BodyExt;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
 use crate::domain::callback::{Callback, CallbackError};
+use crate::domain::rejected::RejectedCallback;
 use crate::domain::time::now;
 
 /// Largest callback body accepted; real ones are a few hundred bytes.
@@ -52,17 +53,18 @@ pub struct CallbackBody {
 pub async fn ingest_shared(
     State(state): State<AppState>,
     Path(secret): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     if let Some(secrets) = &state.ingest_secret
         && !secrets.contains(&secret)
     {
-        return Err(rejected(
+        return Err(counted(
             "secret",
             ApiError::Unauthorized("unknown status URL"),
         ));
     }
-    accept(&state, body, None).await
+    accept(&state, &headers, body, None).await
 }
 
 /// Receive a status callback on the signed status URL of a call placed by callhook.
@@ -86,51 +88,111 @@ pub async fn ingest_shared(
 pub async fn ingest_for_call(
     State(state): State<AppState>,
     Path((call_id, signature)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let call_id = Uuid::parse_str(&call_id)
         .ok()
         .filter(|id| state.signer.verify(*id, &signature))
         .ok_or_else(|| {
-            rejected(
+            counted(
                 "signature",
                 ApiError::Unauthorized("invalid status URL signature"),
             )
         })?;
-    accept(&state, body, Some(call_id)).await
+    accept(&state, &headers, body, Some(call_id)).await
 }
 
+/// Stores a callback whose URL was accepted; one refused with 400, 413 or 422 is kept for
+/// `GET /v1/rejected` before the refusal is answered.
 async fn accept(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: Body,
     call_id: Option<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => rejected(
+    let received_at = now();
+    let (reason, error, body) = match read_body(body).await {
+        Ok(body) => match Callback::parse(&body, call_id, received_at) {
+            Ok(callback) => {
+                state
+                    .ingestor
+                    .submit(callback)
+                    .await
+                    .map_err(ApiError::Ingest)?;
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            Err(CallbackError::NotAnObject) => (
+                "not_json_object",
+                ApiError::BadRequest("the body must be a JSON object".into()),
+                body,
+            ),
+            Err(CallbackError::Invalid(errors)) => ("invalid", ApiError::Validation(errors), body),
+        },
+        Err(Unread::TooLarge(prefix)) => (
             "too_large",
             ApiError::Other {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 detail: format!("a callback body may be at most {MAX_CALLBACK_BYTES} bytes"),
             },
+            prefix,
         ),
-        _ => rejected("unreadable", rejection.into()),
-    })?;
-    let callback = Callback::parse(&body, call_id, now()).map_err(|err| match err {
-        CallbackError::NotAnObject => rejected(
-            "not_json_object",
-            ApiError::BadRequest("the body must be a JSON object".into()),
+        Err(Unread::Broken(prefix)) => (
+            "unreadable",
+            ApiError::BadRequest("the body could not be read to its end".into()),
+            prefix,
         ),
-        CallbackError::Invalid(errors) => rejected("invalid", ApiError::Validation(errors)),
-    })?;
-    state
-        .ingestor
-        .submit(callback)
-        .await
-        .map_err(ApiError::Ingest)?;
-    Ok(StatusCode::NO_CONTENT)
+    };
+    let error = counted(reason, error);
+    let rejected = RejectedCallback::new(
+        received_at,
+        error.status().as_u16(),
+        refusal_reason(&error),
+        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        &body,
+    );
+    state.rejections.keep(reason, rejected).await;
+    Err(error)
 }
 
-fn rejected(reason: &'static str, error: ApiError) -> ApiError {
+/// A body that could not be read whole, with what was read of it (at most 64 KiB).
+enum Unread {
+    TooLarge(Vec<u8>),
+    Broken(Vec<u8>),
+}
+
+async fn read_body(mut body: Body) -> Result<Vec<u8>, Unread> {
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(Unread::Broken(read));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > MAX_CALLBACK_BYTES {
+            let room = MAX_CALLBACK_BYTES - read.len();
+            read.extend_from_slice(&data[..room]);
+            return Err(Unread::TooLarge(read));
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(read)
+}
+
+/// The refusal as one line: the problem's detail, or each refused field and why.
+fn refusal_reason(error: &ApiError) -> String {
+    match error {
+        ApiError::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+fn counted(reason: &'static str, error: ApiError) -> ApiError {
     metrics::counter!("callhook_callbacks_rejected_total", "reason" => reason).increment(1);
     error
 }

@@ -9,6 +9,7 @@
 //! to the [`spool`] on local disk instead, and [`replay`] moves it into the database later:
 //! AI Studio does not redeliver, so an outage must not lose what it sends meanwhile.
 
+pub mod rejections;
 mod replay;
 pub mod spool;
 

@@ -1,5 +1,6 @@
 //! Durable state behind one trait, with a module per backend. SQL lives here and nowhere else.
 
+pub mod health;
 mod postgres;
 mod sqlite;
 
@@ -13,6 +14,7 @@ use crate::domain::call::{Call, CallFilter, CallState, UpstreamError};
 use crate::domain::callback::Callback;
 use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::rejected::RejectedCallback;
 use crate::domain::stats::{Stats, StatsWindow};
 use crate::domain::time::Timestamp;
 
@@ -61,6 +63,44 @@ impl StoreError {
         // primary code in their low byte.
         code.parse::<u32>()
             .is_ok_and(|code| matches!(code & 0xff, 18 | 19 | 20 | 25))
+    }
+}
+
+impl StoreError {
+    /// Whether the database could not be reached or could not answer for now (down,
+    /// restarting, out of connections, locked, too slow), so that a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        use sqlx::Error;
+        match self {
+            Self::Timeout(_) | Self::Stopped => true,
+            Self::Database(
+                Error::PoolTimedOut
+                | Error::PoolClosed
+                | Error::Io(_)
+                | Error::Tls(_)
+                | Error::Protocol(_)
+                | Error::WorkerCrashed,
+            ) => true,
+            Self::Database(Error::Database(err)) => {
+                let code = err.code().unwrap_or_default();
+                if err
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57
+                    // (operator intervention: shutdown, statement timeout), 58 (system
+                    // error); 55000 (the database does not allow connections) and 55P03
+                    // (lock not available).
+                    return ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c))
+                        || code == "55000"
+                        || code == "55P03";
+                }
+                // SQLite BUSY, LOCKED, IOERR, FULL and CANTOPEN.
+                code.parse::<u32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -138,6 +178,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<Call>, StoreError>;
     async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError>;
 
+    /// Keeps a refused callback, dropping the oldest beyond the newest `keep`.
+    async fn keep_rejected(&self, rejected: &RejectedCallback, keep: u32)
+    -> Result<(), StoreError>;
+    /// Refused callbacks newest first by `(received_at, id)`.
+    async fn rejected(&self, page: &PageRequest) -> Result<Page<RejectedCallback>, StoreError>;
+
     async fn claim_idempotency_key(
         &self,
         key: &str,
@@ -190,4 +236,8 @@ fn upstream_error(status: Option<i32>, message: Option<String>) -> Option<Upstre
 
 fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, StoreError> {
     serde_json::value::RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn status_code(stored: i32) -> Result<u16, StoreError> {
+    u16::try_from(stored).map_err(|e| StoreError::Corrupt(format!("status {stored}: {e}")))
 }

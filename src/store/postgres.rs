@@ -11,12 +11,13 @@ use uuid::Uuid;
 
 use super::{
     CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, latest_outcome_per_call,
-    raw_json, upstream_error,
+    raw_json, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
 use crate::domain::outcome::{Event, Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Cursor, Page, PageRequest};
+use crate::domain::rejected::RejectedCallback;
 use crate::domain::stats::{FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow};
 use crate::domain::time::Timestamp;
 
@@ -404,6 +405,76 @@ impl Store for PostgresStore {
                 without_callback: row.try_get(2)?,
             },
         })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn keep_rejected(
+        &self,
+        rejected: &RejectedCallback,
+        keep: u32,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rejected_callbacks (id, received_at, status, reason, content_type, body) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rejected.id)
+        .bind(rejected.received_at)
+        .bind(i32::from(rejected.status))
+        .bind(&rejected.reason)
+        .bind(&rejected.content_type)
+        .bind(&rejected.body)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM rejected_callbacks WHERE (received_at, id) < \
+             (SELECT received_at, id FROM rejected_callbacks \
+              ORDER BY received_at DESC, id DESC OFFSET $1 LIMIT 1)",
+        )
+        .bind(i64::from(keep) - 1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rejected(&self, page: &PageRequest) -> Result<Page<RejectedCallback>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT id, received_at, status, reason, content_type, body \
+             FROM rejected_callbacks WHERE TRUE",
+        );
+        if let Some(after) = &page.after {
+            let id = Uuid::parse_str(&after.key).unwrap_or_default();
+            query
+                .push(" AND (received_at, id) < (")
+                .push_bind(after.at())
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        query
+            .push(" ORDER BY received_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(RejectedCallback {
+                    id: row.try_get("id")?,
+                    received_at: row.try_get("received_at")?,
+                    status: status_code(row.try_get("status")?)?,
+                    reason: row.try_get("reason")?,
+                    content_type: row.try_get("content_type")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Page::from_rows(
+            items,
+            page.limit,
+            |r: &RejectedCallback| Cursor::new(&r.received_at, r.id.to_string()),
+        ))
     }
 
     async fn claim_idempotency_key(

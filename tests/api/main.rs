@@ -3,6 +3,7 @@
 mod helpers;
 
 mod calls;
+mod hardening;
 mod openapi;
 mod ops;
 mod outage;

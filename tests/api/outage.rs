@@ -22,7 +22,7 @@ backend_tests!(
 );
 
 /// Makes a test database unavailable to callhook the way real outages do, and back.
-enum Outage {
+pub enum Outage {
     /// Connections refused and open ones terminated, as in a restart or failover.
     Postgres {
         admin_url: String,
@@ -36,7 +36,7 @@ enum Outage {
 
 impl Outage {
     /// The database hangs: writes wait on a lock that is not released.
-    async fn lock(database_url: &str) -> Self {
+    pub async fn lock(database_url: &str) -> Self {
         if database_url.starts_with("sqlite:") {
             let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
             sqlx::raw_sql("BEGIN EXCLUSIVE")
@@ -54,7 +54,7 @@ impl Outage {
     }
 
     /// The database goes away: on SQLite, whose file cannot go away, it is locked instead.
-    async fn begin(database_url: &str) -> Self {
+    pub async fn begin(database_url: &str) -> Self {
         if database_url.starts_with("sqlite:") {
             return Self::lock(database_url).await;
         }
@@ -74,7 +74,7 @@ impl Outage {
         }
     }
 
-    async fn end(self) {
+    pub async fn end(self) {
         match self {
             Self::PostgresLock(mut conn) => {
                 sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
