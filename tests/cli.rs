@@ -144,3 +144,34 @@ fn migrate_creates_the_schema_and_is_repeatable() {
     }
     assert!(dir.path().join("fresh.db").exists());
 }
+
+#[test]
+fn service_flags_before_a_subcommand_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("early.db").display());
+    let output = callhook(&["--database-url", &url, "migrate"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--database-url") && stderr.contains("callhook migrate --database-url"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("early.db").exists(),
+        "nothing was migrated"
+    );
+    let output = callhook(&["--bind", "127.0.0.1:1", "healthcheck"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("callhook healthcheck --bind"));
+    // After the subcommand they apply.
+    let output = callhook(&["migrate", "--database-url", &url], &[]);
+    assert!(output.status.success());
+    assert!(dir.path().join("early.db").exists());
+}
+
+#[test]
+fn migrate_refuses_an_unsupported_database_url_as_configuration() {
+    let output = callhook(&["migrate"], &[("DATABASE_URL", "mysql://db/x")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}

@@ -166,6 +166,30 @@ async fn secrets_never_reach_the_logs_and_each_request_has_a_line() {
     for line in &lines {
         assert_no_secret(line);
     }
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    // JSON lines name their span once, not again in a list.
+    assert!(
+        events.iter().all(|e| e.get("spans").is_none()),
+        "{lines:#?}"
+    );
+    // The refused placement is explained once, with the call, AI Studio's status and reason.
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "AI Studio refused the call")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{lines:#?}");
+    assert_eq!(refusals[0]["level"], "WARN");
+    assert_eq!(refusals[0]["upstream_status"], 401);
+    assert!(refusals[0]["call_id"].is_string());
+    assert!(refusals[0]["reason"].as_str().unwrap().contains("bad key"));
+    // No line repeats a response's failure beside its own.
+    assert!(
+        events.iter().all(|e| e["message"] != "response failed"),
+        "{lines:#?}"
+    );
     // One line per request, with route, status, latency and request id.
     let finished: Vec<Value> = lines
         .iter()

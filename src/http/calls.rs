@@ -95,7 +95,7 @@ impl IntoResponse for Answer {
         (status = 422, description = "Invalid request, refused destination, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "AI Studio's rate limit; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "AI Studio refused the API key, failed, or could not be reached", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "VGAI_API_KEY is not configured (or CALLHOOK_PUBLIC_URL is not, and the request carries no Host)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "VGAI_API_KEY is not configured, or the database is unavailable (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "AI Studio did not answer in time; the call may have been placed", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -413,6 +413,7 @@ fn request_hash(body: &Value) -> String {
     responses(
         (status = 200, body = Call),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -448,6 +449,7 @@ pub async fn get_call(
     responses(
         (status = 200, body = Page<Call>),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]

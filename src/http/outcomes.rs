@@ -18,6 +18,7 @@ use crate::domain::page::Page;
     responses(
         (status = 200, body = Outcome),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -48,7 +49,7 @@ pub async fn get_outcome(
     params(
         ("status" = Option<String>, Query, description = "Comma-separated statuses"),
         ("agent_id" = Option<String>, Query),
-        ("to" = Option<String>, Query),
+        ("to" = Option<String>, Query, description = "Destination, as typed or in digits"),
         ("call_id" = Option<uuid::Uuid>, Query),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; occurred_at >= since"),
         ("until" = Option<String>, Query, format = DateTime, description = "RFC 3339; occurred_at < until"),
@@ -58,6 +59,7 @@ pub async fn get_outcome(
     responses(
         (status = 200, body = Page<Outcome>),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -243,10 +243,14 @@ async fn serve_connection(
             let _ = tokio::time::timeout(EVICTION_GRACE, served.as_mut()).await;
         }
         () = stopped(&mut stopping) => {
-            // Idle connections close now; one in the middle of a request finishes it, within
-            // the server's grace period.
+            // Idle connections close now, and one still sending headers within a second; one
+            // with a request in flight finishes it, within the server's grace period.
             served.as_mut().graceful_shutdown();
-            let _ = served.as_mut().await;
+            if connection.busy.load(Ordering::Acquire) == 0 {
+                let _ = tokio::time::timeout(EVICTION_GRACE, served.as_mut()).await;
+            } else {
+                let _ = served.as_mut().await;
+            }
         }
     }
     registry.remove(id);

@@ -24,6 +24,7 @@ use crate::domain::time::now;
     responses(
         (status = 200, body = Stats),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
