@@ -144,6 +144,19 @@ impl QueryParams {
         PageRequest { limit, after }
     }
 
+    /// [`Self::page`] of a list whose tie-breaking key is a UUID.
+    pub fn page_keyed_by_uuid(&mut self) -> PageRequest {
+        let page = self.page();
+        if page
+            .after
+            .as_ref()
+            .is_some_and(|c| Uuid::parse_str(&c.key).is_err())
+        {
+            self.reject("cursor", "is not a cursor returned by this endpoint");
+        }
+        page
+    }
+
     /// Answers 422 listing every invalid parameter, if any.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {

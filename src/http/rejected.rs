@@ -1,7 +1,6 @@
 //! Status callbacks refused after their secret or signature was accepted.
 
 use axum::extract::State;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
@@ -31,14 +30,7 @@ pub async fn list_rejected(
     State(state): State<AppState>,
     mut query: QueryParams,
 ) -> Result<Json<Page<RejectedCallback>>, ApiError> {
-    let page = query.page();
-    if page
-        .after
-        .as_ref()
-        .is_some_and(|c| Uuid::parse_str(&c.key).is_err())
-    {
-        query.reject("cursor", "is not a cursor returned by this endpoint");
-    }
+    let page = query.page_keyed_by_uuid();
     query.finish()?;
     Ok(Json(state.read(state.store.rejected(&page)).await?))
 }

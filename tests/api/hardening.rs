@@ -69,15 +69,7 @@ async fn made_up_methods_do_not_grow_metrics() {
             assert!(response.status().is_client_error());
         }
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     // The registry is shared by the tests running beside this one: look at label values,
     // not at the size.
     let mut methods: Vec<&str> = metrics
@@ -381,15 +373,7 @@ async fn refused_callbacks_are_kept_newest_first(backend: Backend) {
         401,
     )
     .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     assert!(
         sample(
             &metrics,

@@ -1,6 +1,7 @@
 //! A real callhook on a real socket, over a fresh database per test.
 
-use callhook::config::{Cli, Config};
+use callhook::cli::Cli;
+use callhook::config::Config;
 use clap::Parser;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
@@ -151,6 +152,13 @@ impl TestApp {
         let response = self.get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
+    }
+
+    /// The text of an unauthenticated endpoint (`/metrics`, `/healthz`, …).
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {path}");
+        response.text().await.unwrap()
     }
 
     /// Posts a raw body to the shared status URL.
