@@ -2,12 +2,12 @@
 //! keyed by `conversation_uuid`, and answers what happened to each call over HTTP.
 
 pub mod calls;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod simulator;
-pub mod status_url;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 
 use crate::calls::CallPlacer;
+use crate::calls::status_url::StatusUrlSigner;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::http::auth::SecretSet;
@@ -25,7 +26,6 @@ use crate::http::server::App;
 use crate::ingest::rejections::Rejections;
 use crate::ingest::spool::Spool;
 use crate::ingest::{BatchSettings, Ingestor};
-use crate::status_url::StatusUrlSigner;
 use crate::store::{Store, StoreError};
 
 /// Connects to the configured database and applies its migrations.

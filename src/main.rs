@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use callhook::config::{Cli, Command, Config, ServeArgs, SimulatorArgs, SimulatorConfig};
+use callhook::cli::{Cli, Command, SimulatorArgs};
+use callhook::config::{Config, ServeArgs};
 use callhook::simulator::{self, Simulator};
 
 #[tokio::main]
@@ -20,7 +21,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: ServeArgs) -> ExitCode {
     callhook::telemetry::init_logging(args.log_format);
-    let mut config = match Config::from_args(args) {
+    let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
             tracing::error!(variable = err.variable, "invalid configuration: {err}");
@@ -43,25 +44,17 @@ async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if config.simulate {
-        let Ok(callhook) = listener.local_addr() else {
-            tracing::error!("cannot read the address callhook listens on");
-            return ExitCode::FAILURE;
-        };
-        match simulator::start_beside(&mut config, callhook).await {
-            Ok(address) => tracing::warn!(
-                simulator = %address,
-                "SIMULATING AI Studio: calls go to the built-in simulator, no phone rings; \
-                 the destination's last digit picks the outcome (0, 1, 9 answered; 2 busy; \
-                 3 timeout; 4 rejected; 5 cancelled; 6 failed; 7 duplicate busy; \
-                 8 out-of-order cancelled)"
-            ),
+    let config = if config.simulate {
+        match start_simulator(&listener).await {
+            Ok((upstream, key, callhook)) => config.simulated(upstream, key, callhook),
             Err(err) => {
                 tracing::error!(error = %err, "cannot start the AI Studio simulator");
                 return ExitCode::FAILURE;
             }
         }
-    }
+    } else {
+        config
+    };
     let backend = store.backend();
     let state = match callhook::state(&config, store) {
         Ok(state) => state,
@@ -94,6 +87,26 @@ async fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--simulate`: a simulator on a free loopback port, for the service listening on `listener`.
+async fn start_simulator(
+    listener: &TcpListener,
+) -> std::io::Result<(
+    std::net::SocketAddr,
+    secrecy::SecretString,
+    std::net::SocketAddr,
+)> {
+    let callhook = simulator::reachable(listener.local_addr()?);
+    let beside = simulator::start_beside().await?;
+    tracing::warn!(
+        simulator = %beside.address,
+        "SIMULATING AI Studio: calls go to the built-in simulator, no phone rings; \
+         the destination's last digit picks the outcome (0, 1, 9 answered; 2 busy; \
+         3 timeout; 4 rejected; 5 cancelled; 6 failed; 7 duplicate busy; \
+         8 out-of-order cancelled)"
+    );
+    Ok((beside.address, beside.key, callhook))
 }
 
 fn warn_if_open(config: &Config) {
@@ -134,7 +147,7 @@ fn warn_if_open(config: &Config) {
 /// `callhook simulator`: a stand-in for AI Studio until SIGTERM.
 async fn run_simulator(args: SimulatorArgs) -> ExitCode {
     callhook::telemetry::init_logging(args.log_format);
-    let config = match SimulatorConfig::from_args(args) {
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("callhook simulator: invalid configuration: {err}");

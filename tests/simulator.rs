@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use callhook::config::{Cli, Config, SimulatorConfig};
+use callhook::cli::Cli;
+use callhook::config::Config;
+use callhook::simulator::config::SimulatorConfig;
 use callhook::simulator::{self, CallFinished, Simulator};
 use clap::Parser;
 use reqwest::{Client, Response};

@@ -5,30 +5,12 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::config::Region;
+use super::status_url::StatusUrlSigner;
 use crate::domain::call::{Call, CallState, UpstreamError};
 use crate::domain::call_request::CallRequest;
 use crate::domain::time::{now, parse_timestamp};
-use crate::status_url::StatusUrlSigner;
 use crate::store::{CallResult, NewCall, Store, StoreError};
-use crate::upstream::{AiStudioClient, MakeCall, MakeCallError};
-
-/// Why a call was not initiated, as far as the caller needs to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Upstream answered 4xx or 5xx.
-    Refused {
-        status: u16,
-        message: String,
-        retry_after: Option<u64>,
-    },
-    /// No connection to upstream could be made.
-    Unreachable,
-    /// No answer came in time; the call may have been placed.
-    Timeout,
-    /// The exchange broke off or the answer was unreadable; the call may have been placed.
-    Indeterminate(String),
-}
+use crate::upstream::{AiStudioClient, Failure, MakeCall, Region};
 
 #[derive(Debug)]
 pub enum PlaceError {
@@ -133,7 +115,8 @@ impl CallPlacer {
                 session_parameters: &request.session_parameters,
             })
             .await;
-        let (result, failure) = outcome_of(answer);
+        let result = outcome_of(&answer);
+        let failure = answer.err();
         if let Some(failure) = &failure {
             log_failure(id, &request.agent_id, failure);
         }
@@ -159,86 +142,63 @@ fn log_failure(call_id: Uuid, agent_id: &str, failure: &Failure) {
             status, message, ..
         } => tracing::warn!(%call_id, agent_id, upstream_status = status, reason = %message,
             "AI Studio refused the call"),
-        Failure::Unreachable => tracing::warn!(%call_id, agent_id, reason = "unreachable",
+        Failure::Unreachable(reason) => tracing::warn!(%call_id, agent_id, %reason,
             "AI Studio could not be reached; the call was not placed"),
         Failure::Timeout => tracing::warn!(%call_id, agent_id, reason = "timeout",
             "AI Studio did not answer in time; the call may have been placed and is not retried"),
-        Failure::Indeterminate(reason) => tracing::warn!(%call_id, agent_id, %reason,
+        Failure::Interrupted(reason) => tracing::warn!(%call_id, agent_id, %reason,
             "the exchange with AI Studio broke off; the call may have been placed and is not retried"),
+        Failure::UnreadableAnswer(status) => {
+            tracing::warn!(%call_id, agent_id, upstream_status = status,
+            reason = UNREADABLE_ANSWER, "the call may have been placed and is not retried")
+        }
     }
 }
 
-fn outcome_of(
-    answer: Result<crate::upstream::Accepted, MakeCallError>,
-) -> (CallResult, Option<Failure>) {
+/// What to record of AI Studio's answer.
+fn outcome_of(answer: &Result<crate::upstream::Accepted, Failure>) -> CallResult {
     let at = now();
-    let record = |state, error: Option<UpstreamError>| CallResult {
+    let failed = |state, status: Option<u16>, message: &str| CallResult {
         state,
         session_id: None,
         session_start_time: None,
-        error,
-        at,
-    };
-    let error = |status: Option<u16>, message: &str| {
-        Some(UpstreamError {
+        error: Some(UpstreamError {
             status,
             message: message.to_owned(),
-        })
+        }),
+        at,
     };
     match answer {
-        Ok(accepted) => (
-            CallResult {
-                state: CallState::Initiated,
-                session_start_time: accepted
-                    .session_start_time
-                    .as_deref()
-                    .and_then(parse_timestamp),
-                session_id: Some(accepted.session_id),
-                error: None,
-                at,
-            },
-            None,
-        ),
-        Err(MakeCallError::Status {
-            status,
-            message,
-            retry_after,
+        Ok(accepted) => CallResult {
+            state: CallState::Initiated,
+            session_start_time: accepted
+                .session_start_time
+                .as_deref()
+                .and_then(parse_timestamp),
+            session_id: Some(accepted.session_id.clone()),
+            error: None,
+            at,
+        },
+        Err(Failure::Refused {
+            status, message, ..
         }) => {
-            let state = if status >= 500 {
+            let state = if *status >= 500 {
                 CallState::Failed
             } else {
                 CallState::Rejected
             };
-            (
-                record(state, error(Some(status), &message)),
-                Some(Failure::Refused {
-                    status,
-                    message,
-                    retry_after,
-                }),
-            )
+            failed(state, Some(*status), message)
         }
-        Err(MakeCallError::Unreachable(message)) => (
-            record(CallState::Failed, error(None, &message)),
-            Some(Failure::Unreachable),
-        ),
-        Err(MakeCallError::Timeout) => (
-            record(
-                CallState::Unknown,
-                error(None, "AI Studio did not answer in time"),
-            ),
-            Some(Failure::Timeout),
-        ),
-        Err(MakeCallError::Interrupted(message)) => (
-            record(CallState::Unknown, error(None, &message)),
-            Some(Failure::Indeterminate(message)),
-        ),
-        Err(MakeCallError::UnreadableAnswer(status)) => {
-            let message = "AI Studio accepted the request but its answer was unreadable";
-            (
-                record(CallState::Unknown, error(Some(status), message)),
-                Some(Failure::Indeterminate(message.to_owned())),
-            )
+        Err(Failure::Unreachable(message)) => failed(CallState::Failed, None, message),
+        Err(Failure::Timeout) => {
+            failed(CallState::Unknown, None, "AI Studio did not answer in time")
+        }
+        Err(Failure::Interrupted(message)) => failed(CallState::Unknown, None, message),
+        Err(Failure::UnreadableAnswer(status)) => {
+            failed(CallState::Unknown, Some(*status), UNREADABLE_ANSWER)
         }
     }
 }
+
+/// What is recorded, and said, when AI Studio's yes cannot be read.
+pub const UNREADABLE_ANSWER: &str = "AI Studio accepted the request but its answer was unreadable";

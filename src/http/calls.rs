@@ -1,22 +1,21 @@
 //! `/v1/calls`: place a call (with `Idempotency-Key`), read one, list them.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, PROBLEM_JSON, Problem};
+use super::answer;
+use super::error::{ApiError, Problem};
 use super::extract::{AnyJson, Json, QueryParams};
-use crate::calls::{Failure, PlaceError, Placement};
-use crate::domain::FieldError;
+use crate::calls::PlaceError;
+use crate::calls::idempotency::{self, Once};
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::call_request::CallRequest;
 use crate::domain::page::Page;
-use crate::domain::time::now;
-use crate::store::Claim;
+use crate::store::StoredAnswer;
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -38,41 +37,6 @@ pub struct CreateCall {
     /// Free-form JSON object (up to 8 KiB) stored and returned with the call.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-}
-
-/// A response kept whole, so that an idempotent replay is byte-for-byte the first answer.
-struct Answer {
-    status: StatusCode,
-    body: String,
-    location: Option<Uuid>,
-    retry_after: Option<u64>,
-}
-
-impl IntoResponse for Answer {
-    fn into_response(self) -> Response {
-        let content_type = if self.status.is_success() {
-            "application/json"
-        } else {
-            PROBLEM_JSON
-        };
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, content_type)],
-            self.body,
-        )
-            .into_response();
-        if let Some(id) = self.location
-            && let Ok(location) = HeaderValue::from_str(&format!("/v1/calls/{id}"))
-        {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
 }
 
 /// Place an outbound call through AI Studio.
@@ -108,21 +72,52 @@ pub async fn create_call(
     let request = CallRequest::parse(&body).map_err(ApiError::Validation)?;
     state.placer.check_configured().map_err(place_error)?;
     let status_base = status_base(state.placer.public_url(), &headers)?;
-    let hash = request_hash(&body);
+    let hash = idempotency::request_hash(&body);
     // From here on the work runs in its own task: a client that hangs up (or the request
     // timeout) drops this handler, but must not cut the exchange with AI Studio short. The
     // call record then gets upstream's answer, and the Idempotency-Key is completed (not left
     // "in progress") so that the client's retry replays that answer.
-    let task =
-        tokio::spawn(
-            async move { create(&state, idempotency_key, &hash, request, &status_base).await },
-        );
+    let task = tokio::spawn(async move {
+        let placed = place(&state, request, &status_base);
+        let Some(key) = idempotency_key else {
+            return Ok(answer::response(placed.await?, false));
+        };
+        match idempotency::once(state.store.as_ref(), &key, &hash, placed).await? {
+            Once::Done(answer) => Ok(answer::response(answer, false)),
+            Once::Replayed(answer) => Ok(answer::response(answer, true)),
+            Once::Mismatch => Err(ApiError::field(
+                "Idempotency-Key",
+                "was already used with a different request body",
+            )),
+            Once::InProgress => Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still in progress; retry later".into(),
+            )),
+        }
+    });
     match task.await {
         Ok(result) => result,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         Err(_) => Err(ApiError::Unavailable(
             "callhook is shutting down; the call's state is in GET /v1/calls".into(),
         )),
+    }
+}
+
+/// Places the call. An error means that AI Studio was not asked; once it was, the answer is
+/// always kept whole, so that an `Idempotency-Key` is never freed for a call that may ring.
+async fn place(
+    state: &AppState,
+    request: CallRequest,
+    status_base: &str,
+) -> Result<StoredAnswer, ApiError> {
+    let agent_id = request.agent_id.clone();
+    match state.placer.place(request, status_base).await {
+        Ok(placement) => Ok(answer::of_placement(&placement, &agent_id)),
+        Err(PlaceError::Unrecorded { call_id, error }) => {
+            tracing::error!(%call_id, %error, "AI Studio was asked to place a call whose answer could not be recorded");
+            Ok(answer::of_error(&answer::unrecorded(call_id)))
+        }
+        Err(err) => Err(place_error(err)),
     }
 }
 
@@ -159,204 +154,6 @@ fn status_base(public_url: Option<&str>, headers: &HeaderMap) -> Result<String, 
         })
 }
 
-async fn create(
-    state: &AppState,
-    idempotency_key: Option<String>,
-    hash: &str,
-    request: CallRequest,
-    status_base: &str,
-) -> Result<Response, ApiError> {
-    let Some(key) = idempotency_key else {
-        return Ok(place(state, request, status_base).await?.into_response());
-    };
-    match state.store.claim_idempotency_key(&key, hash, now()).await? {
-        Claim::Claimed => {}
-        Claim::Completed { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            // The headers of the first answer follow from its body: Location from a call's
-            // id, Retry-After from a problem's retry_after.
-            let stored = serde_json::from_str::<Value>(&body).unwrap_or_default();
-            let location = stored
-                .get("id")
-                .filter(|_| status.is_success())
-                .and_then(Value::as_str)
-                .and_then(|id| Uuid::parse_str(id).ok());
-            let retry_after = stored.get("retry_after").and_then(Value::as_u64);
-            let replay = Answer {
-                status,
-                body,
-                location,
-                retry_after,
-            };
-            let mut response = replay.into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::field(
-                "Idempotency-Key",
-                "was already used with a different request body",
-            ));
-        }
-        Claim::InProgress => {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is still in progress; retry later".into(),
-            ));
-        }
-    }
-    let answer = match place(state, request, status_base).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            state.store.release_idempotency_key(&key).await?;
-            return Err(err);
-        }
-    };
-    // Once AI Studio was asked, the key keeps this answer, whatever it is: a retry replays it
-    // and never rings anybody a second time. Should storing it fail, the key stays "in
-    // progress" (409 until it expires), and this client still gets the answer.
-    if let Err(err) = state
-        .store
-        .complete_idempotency_key(&key, answer.status.as_u16(), &answer.body)
-        .await
-    {
-        tracing::error!(error = %err, "could not store the answer of an Idempotency-Key");
-    }
-    Ok(answer.into_response())
-}
-
-/// Places the call. An error means that AI Studio was not asked; once it was, the answer is
-/// always an [`Answer`], so that an `Idempotency-Key` is never freed for a call that may ring.
-async fn place(
-    state: &AppState,
-    request: CallRequest,
-    status_base: &str,
-) -> Result<Answer, ApiError> {
-    let agent_id = request.agent_id.clone();
-    let Placement { call, failure } = match state.placer.place(request, status_base).await {
-        Ok(placement) => placement,
-        Err(PlaceError::Unrecorded { call_id, error }) => {
-            tracing::error!(%call_id, %error, "AI Studio was asked to place a call whose answer could not be recorded");
-            let problem = Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "AI Studio was asked to place the call, but callhook could not record its \
-                     answer; the call may have been placed and will not be retried \
-                     automatically: see GET /v1/calls/{call_id}"
-                ),
-            )
-            .with_call_id(call_id);
-            return Ok(Answer {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                body: serde_json::to_string(&problem).expect("a problem serializes"),
-                location: None,
-                retry_after: None,
-            });
-        }
-        Err(err) => return Err(place_error(err)),
-    };
-    let Some(failure) = failure else {
-        return Ok(Answer {
-            status: StatusCode::CREATED,
-            body: serde_json::to_string(&call).expect("a call serializes"),
-            location: Some(call.id),
-            retry_after: None,
-        });
-    };
-    let (problem, retry_after) = failure_problem(&failure, &agent_id, &call);
-    Ok(Answer {
-        status: StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        body: serde_json::to_string(&problem.with_call_id(call.id)).expect("a problem serializes"),
-        location: None,
-        retry_after,
-    })
-}
-
-fn failure_problem(failure: &Failure, agent_id: &str, call: &Call) -> (Problem, Option<u64>) {
-    let problem = match failure {
-        Failure::Refused {
-            status: 404,
-            message,
-            ..
-        } => Problem::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "AI Studio has no agent {agent_id:?}, or no published version of it: {message}"
-            ),
-        ),
-        Failure::Refused {
-            status: 400,
-            message,
-            ..
-        } => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "AI Studio refused the destination",
-        )
-        .with_errors(vec![FieldError::new(
-            "to",
-            format!("refused by AI Studio: {message}"),
-        )]),
-        Failure::Refused {
-            status: status @ (401 | 403),
-            ..
-        } => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "AI Studio refused callhook's API key ({status}): the operator must check VGAI_API_KEY"
-            ),
-        ),
-        Failure::Refused {
-            status: 429,
-            retry_after,
-            ..
-        } => {
-            let retry_after = retry_after.unwrap_or(1);
-            return (
-                Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "AI Studio's call rate limit for this agent was reached; retry after {retry_after} s"
-                    ),
-                )
-                .with_retry_after(retry_after),
-                Some(retry_after),
-            );
-        }
-        Failure::Refused {
-            status, message, ..
-        } if *status >= 500 => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            format!("AI Studio failed ({status}) and did not place the call: {message}"),
-        ),
-        Failure::Refused {
-            status, message, ..
-        } => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            format!("AI Studio refused the request ({status}): {message}"),
-        ),
-        Failure::Unreachable => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "AI Studio could not be reached; the call was not placed",
-        ),
-        Failure::Timeout => Problem::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "AI Studio did not answer in time; the call may have been placed and will not be \
-                 retried automatically: see GET /v1/calls/{}",
-                call.id
-            ),
-        ),
-        Failure::Indeterminate(message) => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "{message}; the call may have been placed and will not be retried automatically"
-            ),
-        ),
-    };
-    (problem, None)
-}
-
 fn place_error(err: PlaceError) -> ApiError {
     match err {
         PlaceError::NotConfigured(detail) => ApiError::Unavailable(detail.into()),
@@ -380,27 +177,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                 format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
             )
         })
-}
-
-/// A digest of the request body that ignores key order and whitespace.
-fn request_hash(body: &Value) -> String {
-    fn canonical(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.clone(), canonical(v)))
-                        .collect(),
-                )
-            }
-            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-            other => other.clone(),
-        }
-    }
-    hex::encode(Sha256::digest(canonical(body).to_string().as_bytes()))
 }
 
 /// One call placed through callhook, with its latest outcome.
@@ -475,14 +251,7 @@ pub async fn list_calls(
         since: query.timestamp("since"),
         until: query.timestamp("until"),
     };
-    let page = query.page();
-    if page
-        .after
-        .as_ref()
-        .is_some_and(|c| Uuid::parse_str(&c.key).is_err())
-    {
-        query.reject("cursor", "is not a cursor returned by this endpoint");
-    }
+    let page = query.page_keyed_by_uuid();
     query.finish()?;
     Ok(Json(state.read(state.store.calls(&filter, &page)).await?))
 }

@@ -2,7 +2,7 @@
 //! and never shown.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,6 +58,17 @@ pub enum ApiError {
     /// Any other status with a safe detail (axum's own rejections, fallbacks).
     #[error("{detail}")]
     Other { status: StatusCode, detail: String },
+    /// A problem about a call that was recorded: AI Studio's refusal, or an answer that could
+    /// not be recorded.
+    #[error("{detail}")]
+    Call {
+        status: StatusCode,
+        detail: String,
+        errors: Option<Vec<FieldError>>,
+        call_id: Uuid,
+        /// Seconds to wait before retrying (429).
+        retry_after: Option<u64>,
+    },
 }
 
 impl ApiError {
@@ -75,7 +86,7 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Other { status, .. } => *status,
+            Self::Other { status, .. } | Self::Call { status, .. } => *status,
         }
     }
 }
@@ -143,46 +154,63 @@ pub fn problem_response(
     .into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document a client sees: causes of a 5xx are logged here, never shown.
+    pub fn problem(&self) -> Problem {
         let status = self.status();
-        let (detail, errors) = match self {
+        match self {
             Self::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-                (
-                    format!("invalid fields: {}", fields.join(", ")),
-                    Some(errors),
-                )
+                Problem::new(status, format!("invalid fields: {}", fields.join(", ")))
+                    .with_errors(errors.clone())
             }
             Self::Store(err) if err.is_unavailable() => {
-                let mut response = problem_response(
-                    status,
-                    "the database is unavailable; retry shortly".to_owned(),
-                    None,
-                );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(DATABASE_RETRY_AFTER),
-                );
-                return response;
+                Problem::new(status, "the database is unavailable; retry shortly")
             }
             Self::Store(_) | Self::Ingest(_) => {
                 tracing::error!(error = %self, "storage failure");
-                (
-                    "an internal error occurred; it has been logged".to_owned(),
-                    None,
-                )
+                Problem::new(status, "an internal error occurred; it has been logged")
             }
-            Self::Unauthorized(detail) => {
-                let mut response = problem_response(status, detail.to_owned(), None);
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return response;
+            Self::Call {
+                detail,
+                errors,
+                call_id,
+                retry_after,
+                ..
+            } => {
+                let mut problem = Problem::new(status, detail.clone()).with_call_id(*call_id);
+                problem.errors = errors.clone();
+                problem.retry_after = *retry_after;
+                problem
             }
-            other => (other.to_string(), None),
-        };
-        problem_response(status, detail, errors)
+            other => Problem::new(status, other.to_string()),
+        }
+    }
+
+    /// Headers the answer carries beside the problem document.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            Self::Unauthorized(_) => {
+                vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))]
+            }
+            Self::Store(err) if err.is_unavailable() => vec![(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(DATABASE_RETRY_AFTER),
+            )],
+            Self::Call {
+                retry_after: Some(seconds),
+                ..
+            } => vec![(header::RETRY_AFTER, HeaderValue::from(*seconds))],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.problem().into_response();
+        response.headers_mut().extend(self.headers());
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: routing, middleware and one module per resource. Only this module
 //! knows about axum.
 
+pub mod answer;
 pub mod auth;
 pub mod calls;
 pub mod error;
@@ -35,9 +36,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::calls::CallPlacer;
+use crate::calls::status_url::StatusUrlSigner;
 use crate::ingest::Ingestor;
 use crate::ingest::rejections::Rejections;
-use crate::status_url::StatusUrlSigner;
 use crate::store::health::DatabaseHealth;
 use crate::store::{Store, StoreError};
 use auth::SecretSet;
@@ -59,7 +60,7 @@ pub struct AppState {
     pub signer: StatusUrlSigner,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
-    pub connections: server::ConnectionLimits,
+    pub connections: crate::config::ConnectionLimits,
     pub openapi: Arc<OnceLock<String>>,
     pub database: Arc<DatabaseHealth>,
 }

@@ -19,17 +19,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// How connections are bounded.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Time allowed for a request's headers, counted from when the connection starts waiting
-    /// for one: a new connection, or a keep-alive one after its previous response.
-    pub header_timeout: Duration,
-    /// Most connections open at once.
-    pub max_connections: usize,
-    /// How long shutdown waits for requests in flight before closing what is still open.
-    pub shutdown_grace: Duration,
-}
+use crate::config::ConnectionLimits;
 
 /// The application with the bounds it is served within.
 pub struct App {

@@ -5,25 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Simulator;
-use super::make_call::MakeCall;
-
-/// A call the simulator accepted, waiting for its callbacks.
-#[derive(Debug, Clone)]
-pub struct AcceptedCall {
-    pub session_id: Uuid,
-    pub conversation_uuid: String,
-    pub request: MakeCall,
-}
-
-impl AcceptedCall {
-    pub fn new(session_id: Uuid, request: MakeCall) -> Self {
-        Self {
-            session_id,
-            conversation_uuid: format!("CON-{}", Uuid::new_v4()),
-            request,
-        }
-    }
-}
+use super::make_call::AcceptedCall;
 
 /// A simulated call whose callbacks have all been delivered (or that was answered).
 #[derive(Debug, Clone)]

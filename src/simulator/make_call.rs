@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Simulator;
-use super::callback::AcceptedCall;
 
 /// How long a `fail-hang` request is held before the simulator gives up on it.
 const HANG_FOR: Duration = Duration::from_secs(120);
@@ -98,6 +97,24 @@ pub(super) async fn make_call(
         "session_start_time": started.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
     }))
     .into_response()
+}
+
+/// A call the simulator accepted, waiting for its callbacks.
+#[derive(Debug, Clone)]
+pub struct AcceptedCall {
+    pub session_id: Uuid,
+    pub conversation_uuid: String,
+    pub request: MakeCall,
+}
+
+impl AcceptedCall {
+    pub fn new(session_id: Uuid, request: MakeCall) -> Self {
+        Self {
+            session_id,
+            conversation_uuid: format!("CON-{}", Uuid::new_v4()),
+            request,
+        }
+    }
 }
 
 impl MakeCall {

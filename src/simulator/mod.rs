@@ -3,6 +3,7 @@
 //! callhook reaches it through `VGAI_BASE_URL`, by the same code path as the real platform.
 
 mod callback;
+pub mod config;
 mod make_call;
 pub mod plan;
 mod rate;
@@ -24,8 +25,8 @@ use tokio::sync::{broadcast, watch};
 pub use callback::{CallFinished, Delivered};
 pub use make_call::MakeCall;
 
-use crate::config::{Config, SimulatorConfig};
-use callback::AcceptedCall;
+use config::SimulatorConfig;
+use make_call::AcceptedCall;
 use plan::PlannedCallback;
 use rate::RateLimiter;
 
@@ -141,32 +142,27 @@ pub async fn serve(
         .await
 }
 
-/// Starts a simulator on a free loopback port and points `config` at it: `VGAI_BASE_URL`,
-/// a fresh `VGAI_API_KEY`, and `CALLHOOK_PUBLIC_URL` from `callhook`, the address callhook
-/// listens on. The simulator runs until the process ends. Returns its address.
-pub async fn start_beside(
-    config: &mut Config,
-    callhook: SocketAddr,
-) -> std::io::Result<SocketAddr> {
+/// A simulator started beside callhook: where it listens, and the key it accepts.
+pub struct Beside {
+    pub address: SocketAddr,
+    pub key: SecretString,
+}
+
+/// Starts a simulator on a free loopback port, accepting a fresh key, until the process ends.
+pub async fn start_beside() -> std::io::Result<Beside> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let address = listener.local_addr()?;
     let key = hex::encode(rand::rng().random::<[u8; 16]>());
-    if config.vgai_api_key.is_some() || config.public_url.is_some() {
-        tracing::warn!(
-            "--simulate replaces VGAI_API_KEY, VGAI_BASE_URL and CALLHOOK_PUBLIC_URL: \
-             no call reaches AI Studio"
-        );
-    }
-    config.vgai_base_url = format!("http://{address}");
-    config.public_url = Some(format!("http://{}", reachable(callhook)));
-    config.vgai_api_key = Some(SecretString::from(key.clone()));
     let simulator = Simulator::new(SimulatorConfig::new(&key));
     tokio::spawn(serve(listener, simulator, std::future::pending()));
-    Ok(address)
+    Ok(Beside {
+        address,
+        key: SecretString::from(key),
+    })
 }
 
 /// The address a local client uses to reach a listener bound to `bind`.
-fn reachable(bind: SocketAddr) -> SocketAddr {
+pub fn reachable(bind: SocketAddr) -> SocketAddr {
     let ip = match bind.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

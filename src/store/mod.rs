@@ -137,8 +137,17 @@ pub enum Claim {
     Mismatch,
     /// A request with this key is still being processed.
     InProgress,
-    /// The key already has a response: replay it.
-    Completed { status: u16, body: String },
+    /// The key already has an answer: replay it.
+    Completed(StoredAnswer),
+}
+
+/// An answer kept whole for an `Idempotency-Key`, so that a replay is the first answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    /// Headers beyond `Content-Type`, which follows from the status.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 /// How long an `Idempotency-Key` is remembered.
@@ -193,8 +202,7 @@ pub trait Store: Send + Sync + 'static {
     async fn complete_idempotency_key(
         &self,
         key: &str,
-        status: u16,
-        body: &str,
+        answer: &StoredAnswer,
     ) -> Result<(), StoreError>;
     /// Forgets a claimed key whose request never reached upstream.
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
@@ -240,4 +248,35 @@ fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, StoreError
 
 fn status_code(stored: i32) -> Result<u16, StoreError> {
     u16::try_from(stored).map_err(|e| StoreError::Corrupt(format!("status {stored}: {e}")))
+}
+
+/// What a claim found for a key already stored: another body, an answer, or work in progress.
+fn claim_from_parts(
+    request_hash: &str,
+    stored_hash: String,
+    status: Option<i32>,
+    headers: Option<String>,
+    body: Option<String>,
+) -> Result<Claim, StoreError> {
+    if stored_hash != request_hash {
+        return Ok(Claim::Mismatch);
+    }
+    let (Some(status), Some(body)) = (status, body) else {
+        return Ok(Claim::InProgress);
+    };
+    let headers = match headers {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Claim::Completed(StoredAnswer {
+        status: status_code(status)?,
+        headers,
+        body,
+    }))
+}
+
+fn headers_json(answer: &StoredAnswer) -> String {
+    serde_json::to_string(&answer.headers).expect("header pairs serialize")
 }

@@ -10,8 +10,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, latest_outcome_per_call,
-    raw_json, status_code, upstream_error,
+    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer, claim_from_parts,
+    headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
@@ -502,7 +502,7 @@ impl Store for PostgresStore {
             return Ok(Claim::Claimed);
         }
         let row = sqlx::query(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+            "SELECT request_hash, response_status, response_headers, response_body FROM idempotency_keys WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
@@ -514,6 +514,7 @@ impl Store for PostgresStore {
             request_hash,
             row.try_get("request_hash")?,
             row.try_get("response_status")?,
+            row.try_get("response_headers")?,
             row.try_get("response_body")?,
         )
     }
@@ -521,15 +522,16 @@ impl Store for PostgresStore {
     async fn complete_idempotency_key(
         &self,
         key: &str,
-        status: u16,
-        body: &str,
+        answer: &StoredAnswer,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $2, response_body = $3 WHERE key = $1",
+            "UPDATE idempotency_keys SET response_status = $2, response_headers = $3, \
+             response_body = $4 WHERE key = $1",
         )
         .bind(key)
-        .bind(i32::from(status))
-        .bind(body)
+        .bind(i32::from(answer.status))
+        .bind(headers_json(answer))
+        .bind(&answer.body)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -562,24 +564,6 @@ impl PostgresStore {
         }
         Ok(calls)
     }
-}
-
-pub(super) fn claim_from_parts(
-    request_hash: &str,
-    stored_hash: String,
-    status: Option<i32>,
-    body: Option<String>,
-) -> Result<Claim, StoreError> {
-    if stored_hash != request_hash {
-        return Ok(Claim::Mismatch);
-    }
-    Ok(match (status, body) {
-        (Some(status), Some(body)) => Claim::Completed {
-            status: u16::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            body,
-        },
-        _ => Claim::InProgress,
-    })
 }
 
 fn push_window(

@@ -13,10 +13,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::postgres::claim_from_parts;
 use super::{
-    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, latest_outcome_per_call,
-    raw_json, status_code, upstream_error,
+    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer, claim_from_parts,
+    headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
@@ -493,7 +492,7 @@ impl Store for SqliteStore {
             return Ok(Claim::Claimed);
         }
         let row = sqlx::query(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = ?",
+            "SELECT request_hash, response_status, response_headers, response_body FROM idempotency_keys WHERE key = ?",
         )
         .bind(key)
         .fetch_optional(&self.pool)
@@ -505,6 +504,7 @@ impl Store for SqliteStore {
             request_hash,
             row.try_get("request_hash")?,
             row.try_get("response_status")?,
+            row.try_get("response_headers")?,
             row.try_get("response_body")?,
         )
     }
@@ -512,14 +512,15 @@ impl Store for SqliteStore {
     async fn complete_idempotency_key(
         &self,
         key: &str,
-        status: u16,
-        body: &str,
+        answer: &StoredAnswer,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET response_status = ?, response_body = ? WHERE key = ?",
+            "UPDATE idempotency_keys SET response_status = ?, response_headers = ?, \
+             response_body = ? WHERE key = ?",
         )
-        .bind(i32::from(status))
-        .bind(body)
+        .bind(i32::from(answer.status))
+        .bind(headers_json(answer))
+        .bind(&answer.body)
         .bind(key)
         .execute(&self.pool)
         .await?;

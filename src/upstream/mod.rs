@@ -10,6 +10,44 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::call::SessionParameter;
 
+/// The AI Studio region of the agents, which picks the API host.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    Eu,
+    Us,
+}
+
+impl Region {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eu => "eu",
+            Self::Us => "us",
+        }
+    }
+
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Self::Eu => "https://studio-api-eu.ai.vonage.com",
+            Self::Us => "https://studio-api-us.ai.vonage.com",
+        }
+    }
+}
+
+impl std::str::FromStr for Region {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "eu" => Ok(Self::Eu),
+            "us" => Ok(Self::Us),
+            _ => Err(format!("{raw:?} is not a region: use eu or us")),
+        }
+    }
+}
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Retries of a request that provably never left (connection not established).
 const CONNECT_RETRIES: u32 = 2;
@@ -35,9 +73,11 @@ pub struct Accepted {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MakeCallError {
-    /// Upstream answered with an error status and (when it sent one) its message.
-    Status {
+/// Why AI Studio did not initiate a call, as typed as what it answered allows.
+pub enum Failure {
+    /// Upstream answered with an error status and (when it sent one) its message, with any
+    /// copy of the API key in it redacted.
+    Refused {
         status: u16,
         message: String,
         retry_after: Option<u64>,
@@ -50,6 +90,16 @@ pub enum MakeCallError {
     Interrupted(String),
     /// Upstream said yes with a body that is not the documented shape.
     UnreadableAnswer(u16),
+}
+
+impl Failure {
+    /// Whether the request may have reached AI Studio and rung somebody.
+    pub fn may_have_rung(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout | Self::Interrupted(_) | Self::UnreadableAnswer(_)
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +129,7 @@ impl AiStudioClient {
     }
 
     #[tracing::instrument(skip_all, fields(agent_id = request.agent_id))]
-    pub async fn make_call(&self, request: &MakeCall<'_>) -> Result<Accepted, MakeCallError> {
+    pub async fn make_call(&self, request: &MakeCall<'_>) -> Result<Accepted, Failure> {
         let mut attempt = 0;
         let response = loop {
             let started = std::time::Instant::now();
@@ -122,9 +172,9 @@ impl AiStudioClient {
         let body = response.bytes().await.map_err(|err| classify(&err))?;
         if status.is_success() {
             return serde_json::from_slice::<Accepted>(&body)
-                .map_err(|_| MakeCallError::UnreadableAnswer(status.as_u16()));
+                .map_err(|_| Failure::UnreadableAnswer(status.as_u16()));
         }
-        Err(MakeCallError::Status {
+        Err(Failure::Refused {
             status: status.as_u16(),
             message: error_message(status, &body, self.key.expose_secret()),
             retry_after,
@@ -143,14 +193,14 @@ fn retry_after_seconds(value: &str, now: chrono::DateTime<chrono::Utc>) -> Optio
     Some((millis.max(0) as u64).div_ceil(1000).max(1))
 }
 
-fn classify(err: &reqwest::Error) -> MakeCallError {
+fn classify(err: &reqwest::Error) -> Failure {
     // Only the kind of failure is kept: reqwest's text may carry the URL.
     if err.is_connect() {
-        MakeCallError::Unreachable("could not connect to AI Studio".into())
+        Failure::Unreachable("could not connect to AI Studio".into())
     } else if err.is_timeout() {
-        MakeCallError::Timeout
+        Failure::Timeout
     } else {
-        MakeCallError::Interrupted("the connection to AI Studio failed mid-request".into())
+        Failure::Interrupted("the connection to AI Studio failed mid-request".into())
     }
 }
 

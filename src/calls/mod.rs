@@ -1,0 +1,9 @@
+//! Placing calls: the placer records each attempt, asks AI Studio and records its answer;
+//! `idempotency` makes a client's retry replay the first answer; `status_url` signs the
+//! status URL each placed call gets.
+
+pub mod idempotency;
+mod placer;
+pub mod status_url;
+
+pub use placer::{CallPlacer, PlaceError, Placement, UNREADABLE_ANSWER};
