@@ -13,7 +13,7 @@ pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -72,11 +72,9 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         placer: Arc::new(placer),
         api_tokens: SecretSet::new(&config.api_tokens),
         ingest_secret: config.ingest_secret.as_ref().map(|s| SecretSet::new([s])),
-        signer,
         metrics: telemetry::metrics_handle(),
         request_timeout: config.request_timeout,
         connections: config.connections,
-        openapi: Arc::new(OnceLock::new()),
         database: Arc::default(),
     })
 }

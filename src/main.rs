@@ -69,7 +69,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
     tracing::info!(
         address,
-        database = backend,
+        database = backend.as_str(),
         public_url = config
             .public_url
             .as_deref()
@@ -193,7 +193,7 @@ async fn migrate(database_url: &str) -> ExitCode {
     match callhook::store::connect(&database_url).await {
         Ok(store) => match store.migrate().await {
             Ok(()) => {
-                tracing::info!(database = store.backend(), "migrations applied");
+                tracing::info!(database = store.backend().as_str(), "migrations applied");
                 ExitCode::SUCCESS
             }
             Err(err) => {

@@ -68,14 +68,20 @@ impl CallPlacer {
         self.public_url.as_deref()
     }
 
+    /// Signs and verifies the status URL of each placed call.
+    pub fn signer(&self) -> &StatusUrlSigner {
+        &self.signer
+    }
+
     /// Fails when calls cannot be placed at all, before any record is made.
     pub fn check_configured(&self) -> Result<(), PlaceError> {
-        if self.client.is_none() {
-            return Err(PlaceError::NotConfigured(
-                "VGAI_API_KEY is not set: callhook cannot place calls",
-            ));
-        }
-        Ok(())
+        self.client().map(|_| ())
+    }
+
+    fn client(&self) -> Result<&AiStudioClient, PlaceError> {
+        self.client.as_ref().ok_or(PlaceError::NotConfigured(
+            "VGAI_API_KEY is not set: callhook cannot place calls",
+        ))
     }
 
     /// Records the attempt (as `unknown` until upstream answers), places the call with a
@@ -86,10 +92,7 @@ impl CallPlacer {
         request: CallRequest,
         status_base: &str,
     ) -> Result<Placement, PlaceError> {
-        self.check_configured()?;
-        let Some(client) = &self.client else {
-            unreachable!("checked above");
-        };
+        let client = self.client()?;
         let id = Uuid::now_v7();
         let parameters = serde_json::to_string(&request.session_parameters)
             .expect("session parameters serialize");

@@ -54,7 +54,7 @@ pub enum ApiError {
     Store(#[from] StoreError),
     /// A callback could not be committed (shared by the callbacks of one batch).
     #[error(transparent)]
-    Ingest(std::sync::Arc<StoreError>),
+    Ingest(crate::ingest::IngestError),
     /// Any other status with a safe detail (axum's own rejections, fallbacks).
     #[error("{detail}")]
     Other { status: StatusCode, detail: String },

@@ -15,15 +15,15 @@ pub mod status;
 pub mod trace;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,7 +36,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::calls::CallPlacer;
-use crate::calls::status_url::StatusUrlSigner;
 use crate::ingest::Ingestor;
 use crate::ingest::rejections::Rejections;
 use crate::store::health::DatabaseHealth;
@@ -57,11 +56,9 @@ pub struct AppState {
     pub api_tokens: SecretSet,
     /// `None` runs the shared status URL open (loopback only).
     pub ingest_secret: Option<SecretSet>,
-    pub signer: StatusUrlSigner,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
     pub connections: crate::config::ConnectionLimits,
-    pub openapi: Arc<OnceLock<String>>,
     pub database: Arc<DatabaseHealth>,
 }
 
@@ -135,10 +132,11 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 /// The whole application: routes, state and middleware.
 pub fn router(state: AppState) -> Router {
     let (router, document) = routes(&state).split_for_parts();
-    let _ = state.openapi.set(
+    let document = ops::OpenApiDocument(
         document
             .to_pretty_json()
-            .expect("the OpenAPI document serializes"),
+            .expect("the OpenAPI document serializes")
+            .into(),
     );
     let timeout = state.request_timeout;
     router
@@ -150,6 +148,7 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .with_state(state)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Innermost first: each layer wraps the ones above it.
         .layer(TimeoutLayer::with_status_code(

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,7 +48,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(Health {
             status: "ready",
-            database: Some(state.store.backend()),
+            database: Some(state.store.backend().as_str()),
         })),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");
@@ -88,17 +89,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     tag = "ops",
     responses((status = 200, content_type = "application/json", body = Object))
 )]
-pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
-    match state.openapi.get() {
-        Some(document) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            document.clone(),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}".to_owned(),
-        ),
-    }
+pub async fn openapi(Extension(document): Extension<OpenApiDocument>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
 }
+
+/// The OpenAPI document, generated once when the router is built.
+#[derive(Clone)]
+pub struct OpenApiDocument(pub std::sync::Arc<str>);

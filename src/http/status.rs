@@ -93,7 +93,7 @@ pub async fn ingest_for_call(
 ) -> Result<StatusCode, ApiError> {
     let call_id = Uuid::parse_str(&call_id)
         .ok()
-        .filter(|id| state.signer.verify(*id, &signature))
+        .filter(|id| state.placer.signer().verify(*id, &signature))
         .ok_or_else(|| {
             counted(
                 "signature",

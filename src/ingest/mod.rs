@@ -22,7 +22,7 @@ use self::spool::Spool;
 
 use crate::domain::callback::Callback;
 use crate::domain::outcome::Recorded;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// How many callbacks may wait for a writer before submitters wait for room.
 const QUEUE_CAPACITY: usize = 4096;
@@ -48,8 +48,8 @@ impl BatchSettings {
     /// SQLite has one writer at a time anyway, and its busy timeout bounds every write (an
     /// embedded engine's call cannot be abandoned midway safely); PostgreSQL commits in
     /// parallel, over a network that may stop answering.
-    pub fn for_backend(backend: &str, max_batch: usize) -> Self {
-        let sqlite = backend == "sqlite";
+    pub fn for_backend(backend: Backend, max_batch: usize) -> Self {
+        let sqlite = backend == Backend::Sqlite;
         Self {
             writers: if sqlite { 1 } else { 4 },
             max_batch,
@@ -74,6 +74,16 @@ async fn record(
     tokio::time::timeout(deadline, store.record_callbacks(callbacks))
         .await
         .unwrap_or(Err(StoreError::Timeout(deadline)))
+}
+
+/// Why a callback was not stored: the database failed (shared by the callbacks of one
+/// batch), or the writers have stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    #[error("the callback writer has stopped")]
+    Stopped,
 }
 
 struct Job {
@@ -116,14 +126,16 @@ impl Ingestor {
     }
 
     /// Stores one callback durably; returns once it is committed (or was already stored).
-    pub async fn submit(&self, callback: Callback) -> Result<Recorded, Arc<StoreError>> {
+    pub async fn submit(&self, callback: Callback) -> Result<Recorded, IngestError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || Arc::new(StoreError::Stopped);
         self.queue
             .send(Job { callback, reply })
             .await
-            .map_err(|_| stopped())?;
-        let recorded = answer.await.map_err(|_| stopped())??;
+            .map_err(|_| IngestError::Stopped)?;
+        let recorded = answer
+            .await
+            .map_err(|_| IngestError::Stopped)?
+            .map_err(IngestError::Store)?;
         let result = match recorded {
             Recorded::Stored => "stored",
             Recorded::Duplicate => "duplicate",

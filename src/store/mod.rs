@@ -21,6 +21,23 @@ use crate::domain::time::Timestamp;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// The database engine behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// `postgres` or `sqlite`, as logs and `/readyz` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -31,8 +48,6 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("the callback writer has stopped")]
-    Stopped,
     #[error("the database did not answer within {0:?}")]
     Timeout(std::time::Duration),
 }
@@ -72,7 +87,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         use sqlx::Error;
         match self {
-            Self::Timeout(_) | Self::Stopped => true,
+            Self::Timeout(_) => true,
             Self::Database(
                 Error::PoolTimedOut
                 | Error::PoolClosed
@@ -155,8 +170,7 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// `postgres` or `sqlite`.
-    fn backend(&self) -> &'static str;
+    fn backend(&self) -> Backend;
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -10,8 +10,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer, claim_from_parts,
-    headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
+    Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
+    claim_from_parts, headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
@@ -76,8 +76,8 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    fn backend(&self) -> Backend {
+        Backend::Postgres
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

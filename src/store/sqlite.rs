@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer, claim_from_parts,
-    headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
+    Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
+    claim_from_parts, headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
@@ -84,8 +84,8 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

@@ -40,6 +40,29 @@ async fn spawn(backend: Backend, upstream: &MockServer) -> TestApp {
     TestApp::spawn_with(backend, upstream_flags(&upstream.uri(), &[])).await
 }
 
+/// An AI Studio that gives every make-call `answer`, expecting `calls` of them, and a
+/// callhook pointed at it. The server checks its expectation when dropped.
+async fn serving(backend: Backend, answer: ResponseTemplate, calls: u64) -> (MockServer, TestApp) {
+    serving_with(backend, answer, calls, &[]).await
+}
+
+/// [`serving`], with `flags` beside the upstream ones.
+async fn serving_with(
+    backend: Backend,
+    answer: ResponseTemplate,
+    calls: u64,
+    flags: &[(&str, &str)],
+) -> (MockServer, TestApp) {
+    let upstream = MockServer::start().await;
+    make_call()
+        .respond_with(answer)
+        .expect(calls)
+        .mount(&upstream)
+        .await;
+    let app = TestApp::spawn_with(backend, upstream_flags(&upstream.uri(), flags)).await;
+    (upstream, app)
+}
+
 /// AI Studio's documented success answer.
 fn accepted() -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
@@ -133,6 +156,11 @@ async fn get_ok(app: &TestApp, path: &str) -> Value {
     let reply = get(app, path).await;
     assert_eq!(reply.status, 200, "GET {path}: {}", reply.text);
     reply.json()
+}
+
+/// The simplest valid request: the default agent, a valid number.
+fn a_call() -> Value {
+    json!({"agent_id": AGENT, "to": "972541116037"})
 }
 
 /// Places a call that must be accepted, returning the call.
@@ -230,13 +258,7 @@ async fn post_raw(app: &TestApp, path: &str, body: &Value) -> Reply {
 // ---------------------------------------------------------------------------------------------
 
 async fn a_placed_call_is_201_with_location_and_the_documented_shape(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(2)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(backend, accepted(), 2).await;
 
     let reply = post_call(
         &app,
@@ -336,18 +358,8 @@ async fn a_placed_call_is_201_with_location_and_the_documented_shape(backend: Ba
 }
 
 async fn sip_addresses_pass_as_given(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(1)
-        .mount(&upstream)
-        .await;
     // A US agent, for once: the call records its region.
-    let app = TestApp::spawn_with(
-        backend,
-        upstream_flags(&upstream.uri(), &[("vgai-region", "us")]),
-    )
-    .await;
+    let (upstream, app) = serving_with(backend, accepted(), 1, &[("vgai-region", "us")]).await;
 
     let call = place(
         &app,
@@ -364,13 +376,7 @@ async fn sip_addresses_pass_as_given(backend: Backend) {
 }
 
 async fn bad_destinations_are_422_before_any_upstream_request(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(0)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(backend, accepted(), 0).await;
 
     for to in [
         "054-111-6037",             // national number
@@ -412,13 +418,7 @@ async fn bad_destinations_are_422_before_any_upstream_request(backend: Backend) 
 }
 
 async fn metadata_is_stored_and_returned(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(backend, accepted(), 1).await;
     let metadata = json!({
         "crm_id": "A-17",
         "tags": ["vip", "renewal"],
@@ -461,13 +461,7 @@ async fn metadata_is_stored_and_returned(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 
 async fn a_callback_on_the_call_status_url_becomes_its_outcome(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(backend, accepted(), 1).await;
     let call = place(&app, json!({"agent_id": AGENT, "to": "+972 54-111-6037"})).await;
     let call_id = id(&call);
     let status_path = status_path(&upstream_bodies(&upstream).await[0]);
@@ -511,13 +505,7 @@ async fn a_callback_on_the_call_status_url_becomes_its_outcome(backend: Backend)
 }
 
 async fn tampered_or_foreign_status_urls_are_401_and_store_nothing(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(2)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(backend, accepted(), 2).await;
     let first = place(&app, json!({"agent_id": AGENT, "to": "972541116037"})).await;
     let second = place(&app, json!({"agent_id": AGENT, "to": "972541116038"})).await;
     let bodies = upstream_bodies(&upstream).await;
@@ -556,13 +544,7 @@ async fn tampered_or_foreign_status_urls_are_401_and_store_nothing(backend: Back
 // ---------------------------------------------------------------------------------------------
 
 async fn upstream_404_is_404_and_the_call_is_rejected(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(404, "agent not found"))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(backend, upstream_error(404, "agent not found"), 1).await;
 
     let reply = post_call(
         &app,
@@ -581,20 +563,14 @@ async fn upstream_404_is_404_and_the_call_is_rejected(backend: Backend) {
 }
 
 async fn upstream_400_is_422_naming_to_and_the_call_is_rejected(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(400, "bad destination number format"))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
-
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
+    let (_upstream, app) = serving(
+        backend,
+        upstream_error(400, "bad destination number format"),
+        1,
     )
     .await;
+
+    let reply = post_call(&app, &a_call(), None).await;
     let problem = reply.problem(422);
     assert!(
         error_fields(&problem).contains(&"to".to_owned()),
@@ -605,20 +581,9 @@ async fn upstream_400_is_422_naming_to_and_the_call_is_rejected(backend: Backend
 }
 
 async fn upstream_401_is_502_blaming_the_key_without_showing_it(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(401, "not authorised"))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(backend, upstream_error(401, "not authorised"), 1).await;
 
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
-    )
-    .await;
+    let reply = post_call(&app, &a_call(), None).await;
     let problem = reply.problem(502);
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("VGAI_API_KEY"), "{detail}");
@@ -627,20 +592,14 @@ async fn upstream_401_is_502_blaming_the_key_without_showing_it(backend: Backend
 }
 
 async fn upstream_429_is_429_with_retry_after(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(429, "too many calls").insert_header("Retry-After", "7"))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
-
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
+    let (_upstream, app) = serving(
+        backend,
+        upstream_error(429, "too many calls").insert_header("Retry-After", "7"),
+        1,
     )
     .await;
+
+    let reply = post_call(&app, &a_call(), None).await;
     reply.problem(429);
     assert_eq!(reply.header("retry-after").as_deref(), Some("7"));
     let call = assert_recorded_failure(&app, "rejected", Some(429)).await;
@@ -648,23 +607,14 @@ async fn upstream_429_is_429_with_retry_after(backend: Backend) {
 }
 
 async fn upstream_500_is_502_and_the_call_failed(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(
-            500,
-            "failed to fetch preconfigured session information",
-        ))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
-
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
+    let (_upstream, app) = serving(
+        backend,
+        upstream_error(500, "failed to fetch preconfigured session information"),
+        1,
     )
     .await;
+
+    let reply = post_call(&app, &a_call(), None).await;
     reply.problem(502);
     let call = assert_recorded_failure(&app, "failed", Some(500)).await;
     assert_eq!(
@@ -738,45 +688,30 @@ async fn upstream_errors_that_are_not_json_are_still_mapped(backend: Backend) {
 }
 
 async fn upstream_messages_never_echo_the_key(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(upstream_error(404, &format!("no agent for key {VGAI_KEY}")))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
-
-    // Reply::read asserts that no body shows the key.
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
+    let (_upstream, app) = serving(
+        backend,
+        upstream_error(404, &format!("no agent for key {VGAI_KEY}")),
+        1,
     )
     .await;
+
+    // Reply::read asserts that no body shows the key.
+    let reply = post_call(&app, &a_call(), None).await;
     reply.problem(404);
     assert_recorded_failure(&app, "rejected", Some(404)).await;
 }
 
 async fn a_slow_upstream_is_504_unknown_and_never_retried(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_secs(3)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = TestApp::spawn_with(
+    let (upstream, app) = serving_with(
         backend,
-        upstream_flags(&upstream.uri(), &[("vgai-timeout-secs", "0.5")]),
+        accepted().set_delay(Duration::from_secs(3)),
+        1,
+        &[("vgai-timeout-secs", "0.5")],
     )
     .await;
 
     let started = std::time::Instant::now();
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
-    )
-    .await;
+    let reply = post_call(&app, &a_call(), None).await;
     reply.problem(504);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -802,12 +737,7 @@ async fn an_unreachable_upstream_is_502_and_the_call_failed(backend: Backend) {
     )
     .await;
 
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
-    )
-    .await;
+    let reply = post_call(&app, &a_call(), None).await;
     reply.problem(502);
     assert_recorded_failure(&app, "failed", None).await;
 }
@@ -823,12 +753,7 @@ async fn without_a_vgai_key_calls_are_503(backend: Backend) {
     flags.push(("vgai-base-url".into(), upstream.uri()));
     let app = TestApp::spawn_with(backend, flags).await;
 
-    let reply = post_call(
-        &app,
-        &json!({"agent_id": AGENT, "to": "972541116037"}),
-        None,
-    )
-    .await;
+    let reply = post_call(&app, &a_call(), None).await;
     let problem = reply.problem(503);
     assert!(
         problem["detail"].as_str().unwrap().contains("VGAI_API_KEY"),
@@ -905,13 +830,7 @@ async fn without_a_public_url_the_status_url_follows_the_request(backend: Backen
 // ---------------------------------------------------------------------------------------------
 
 async fn the_same_idempotency_key_and_body_replays_the_first_answer(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(backend, accepted(), 1).await;
     let body = json!({
         "agent_id": AGENT,
         "to": "+972 54-111-6037",
@@ -946,13 +865,7 @@ async fn the_same_idempotency_key_and_body_replays_the_first_answer(backend: Bac
 async fn the_same_idempotency_key_replays_a_refusal(backend: Backend) {
     // Whatever AI Studio answered, the key keeps it: the same request is never sent twice.
     for (status, expected) in [(404, 404), (500, 502), (429, 429)] {
-        let upstream = MockServer::start().await;
-        make_call()
-            .respond_with(upstream_error(status, "refused"))
-            .expect(1)
-            .mount(&upstream)
-            .await;
-        let app = spawn(backend, &upstream).await;
+        let (_upstream, app) = serving(backend, upstream_error(status, "refused"), 1).await;
         let body = json!({"agent_id": MISSING_AGENT, "to": "972541116037"});
         let key = format!("k-{status}");
 
@@ -971,13 +884,7 @@ async fn the_same_idempotency_key_replays_a_refusal(backend: Backend) {
 }
 
 async fn an_idempotency_key_reused_with_another_body_is_422(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted())
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(backend, accepted(), 1).await;
 
     let first = post_call(
         &app,
@@ -1001,13 +908,12 @@ async fn an_idempotency_key_reused_with_another_body_is_422(backend: Backend) {
 }
 
 async fn concurrent_requests_with_one_idempotency_key_place_one_call(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_millis(1500)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (_upstream, app) = serving(
+        backend,
+        accepted().set_delay(Duration::from_millis(1500)),
+        1,
+    )
+    .await;
     let body = json!({"agent_id": AGENT, "to": "972541116037"});
 
     let (a, b) = tokio::join!(
@@ -1031,15 +937,11 @@ async fn concurrent_requests_with_one_idempotency_key_place_one_call(backend: Ba
 }
 
 async fn a_timed_out_call_is_replayed_not_retried(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_secs(3)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = TestApp::spawn_with(
+    let (upstream, app) = serving_with(
         backend,
-        upstream_flags(&upstream.uri(), &[("vgai-timeout-secs", "0.5")]),
+        accepted().set_delay(Duration::from_secs(3)),
+        1,
+        &[("vgai-timeout-secs", "0.5")],
     )
     .await;
     let body = json!({"agent_id": AGENT, "to": "972541116037"});
@@ -1055,13 +957,12 @@ async fn a_timed_out_call_is_replayed_not_retried(backend: Backend) {
 }
 
 async fn a_client_that_gives_up_does_not_lose_the_answer(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_millis(1000)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(
+        backend,
+        accepted().set_delay(Duration::from_millis(1000)),
+        1,
+    )
+    .await;
     let body = json!({"agent_id": AGENT, "to": "972541116037"});
 
     // The client hangs up while AI Studio is still answering.
@@ -1098,13 +999,12 @@ async fn a_client_that_gives_up_does_not_lose_the_answer(backend: Backend) {
 
 /// Runs `sql` on the app's database, beside the app (to inject a storage failure).
 async fn a_call_whose_answer_could_not_be_recorded_is_not_placed_again(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_millis(1000)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) = serving(
+        backend,
+        accepted().set_delay(Duration::from_millis(1000)),
+        1,
+    )
+    .await;
     let body = json!({"agent_id": AGENT, "to": "972541116037"});
     let (break_calls, repair_calls) = match backend {
         Backend::Sqlite => (
@@ -1393,13 +1293,8 @@ async fn call_metrics_move(backend: Backend) {
 
 /// A shutdown that arrives while a call is being placed waits for its answer.
 async fn shutdown_finishes_requests_in_flight(backend: Backend) {
-    let upstream = MockServer::start().await;
-    make_call()
-        .respond_with(accepted().set_delay(Duration::from_millis(400)))
-        .expect(1)
-        .mount(&upstream)
-        .await;
-    let app = spawn(backend, &upstream).await;
+    let (upstream, app) =
+        serving(backend, accepted().set_delay(Duration::from_millis(400)), 1).await;
     let request = app
         .client
         .post(app.url("/v1/calls"))

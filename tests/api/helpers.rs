@@ -161,6 +161,11 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The JSON of an unauthenticated endpoint (`/healthz`, `/openapi.json`, …).
+    pub async fn public_json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.text(path).await).unwrap()
+    }
+
     /// Posts a raw body to the shared status URL.
     pub async fn post_status_raw(&self, body: impl Into<reqwest::Body>) -> Response {
         self.client

@@ -58,15 +58,7 @@ async fn check(
 
 async fn responses_match_their_documented_schemas(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let document: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = app.public_json("/openapi.json").await;
     app.post_status(&callback("CON-doc", "busy", "2022-05-31T06:40:45.475Z"))
         .await;
     app.post_status(&callback("CON-doc", "timeout", "2022-05-31T06:41:45.475Z"))

@@ -134,15 +134,7 @@ async fn request_ids_are_generated_or_propagated(backend: Backend) {
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let health: Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.public_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -157,16 +149,7 @@ async fn health_and_readiness_answer(backend: Backend) {
 async fn metrics_move_with_traffic(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     // The recorder is process-wide and tests run in parallel: compare before and after.
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || async { app.text("/metrics").await };
     let before = scrape().await;
     let body = callback("CON-metrics", "busy", "2022-05-31T06:40:45Z");
     app.post_status(&body).await;
@@ -195,15 +178,7 @@ async fn metrics_move_with_traffic(backend: Backend) {
 
 async fn openapi_documents_every_route(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let document: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = app.public_json("/openapi.json").await;
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
     let documented = |path: &str, method: &str| document["paths"][path][method].is_object();
     for (path, method) in [
