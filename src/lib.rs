@@ -26,6 +26,7 @@ use crate::http::server::App;
 use crate::ingest::rejections::Rejections;
 use crate::ingest::spool::Spool;
 use crate::ingest::{BatchSettings, Ingestor};
+use crate::store::health::DatabaseHealth;
 use crate::store::{Store, StoreError};
 
 /// Connects to the configured database and applies its migrations.
@@ -61,11 +62,13 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
             })
         })
         .transpose()?;
+    let database = Arc::new(DatabaseHealth::default());
     Ok(AppState {
         ingestor: Ingestor::start(
             store.clone(),
             spool,
             BatchSettings::for_backend(store.backend(), config.ingest_batch_max),
+            database.clone(),
         ),
         rejections: Rejections::new(store.clone(), config.rejected_max),
         store,
@@ -75,7 +78,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         metrics: telemetry::metrics_handle(),
         request_timeout: config.request_timeout,
         connections: config.connections,
-        database: Arc::default(),
+        database,
     })
 }
 

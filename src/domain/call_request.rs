@@ -160,6 +160,25 @@ fn metadata(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Strin
     }
 }
 
+/// The body of `POST /v1/calls`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // read by the OpenAPI document only; `CallRequest::parse` reads the body
+pub struct CreateCall {
+    /// The AI Studio agent that places the call (`from` is accepted as an alias).
+    #[schema(example = "60c09d70e6a68858f4220848")]
+    agent_id: String,
+    /// A phone number with its country code, as people type it, or a SIP address.
+    #[schema(example = "+972 54-111-6037")]
+    to: String,
+    hangup_on_answer_machine: Option<bool>,
+    /// A list of `{name, value}` or an object `{"NAME": "value"}`.
+    #[schema(value_type = Option<Object>)]
+    session_parameters: Option<super::call::SessionParameters>,
+    /// Free-form JSON object (up to 8 KiB) stored and returned with the call.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

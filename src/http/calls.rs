@@ -1,15 +1,15 @@
 //! `/v1/calls`: place a call (with `Idempotency-Key`), read one, list them.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::AppState;
-use super::answer;
 use super::error::{ApiError, Problem};
 use super::extract::{AnyJson, Json, QueryParams};
+use super::{answer, forwarded};
 use crate::calls::PlaceError;
 use crate::calls::idempotency::{self, Once};
 use crate::domain::call::{Call, CallFilter, CallState};
@@ -19,25 +19,6 @@ use crate::store::StoredAnswer;
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
-/// The body of `POST /v1/calls`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct CreateCall {
-    /// The AI Studio agent that places the call (`from` is accepted as an alias).
-    #[schema(example = "60c09d70e6a68858f4220848")]
-    agent_id: String,
-    /// A phone number with its country code, as people type it, or a SIP address.
-    #[schema(example = "+972 54-111-6037")]
-    to: String,
-    hangup_on_answer_machine: Option<bool>,
-    /// A list of `{name, value}` or an object `{"NAME": "value"}`.
-    #[schema(value_type = Option<Object>)]
-    session_parameters: Option<crate::domain::call::SessionParameters>,
-    /// Free-form JSON object (up to 8 KiB) stored and returned with the call.
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<Value>,
-}
 
 /// Place an outbound call through AI Studio.
 ///
@@ -49,7 +30,7 @@ pub struct CreateCall {
     tag = "calls",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same answer, one call")),
-    request_body = CreateCall,
+    request_body = crate::domain::call_request::CreateCall,
     responses(
         (status = 201, description = "AI Studio accepted the call", body = Call),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -71,7 +52,7 @@ pub async fn create_call(
     let idempotency_key = idempotency_key(&headers)?;
     let request = CallRequest::parse(&body).map_err(ApiError::Validation)?;
     state.placer.check_configured().map_err(place_error)?;
-    let status_base = status_base(state.placer.public_url(), &headers)?;
+    let status_base = forwarded::status_base(state.placer.public_url(), &headers)?;
     let hash = idempotency::request_hash(&body);
     // From here on the work runs in its own task: a client that hangs up (or the request
     // timeout) drops this handler, but must not cut the exchange with AI Studio short. The
@@ -119,39 +100,6 @@ async fn place(
         }
         Err(err) => Err(place_error(err)),
     }
-}
-
-/// The base URL of the status URL AI Studio gets: `CALLHOOK_PUBLIC_URL`, or else the one this
-/// request reached callhook by (`X-Forwarded-Proto` and `X-Forwarded-Host` from a proxy,
-/// else `Host`), as web frameworks build absolute URLs.
-fn status_base(public_url: Option<&str>, headers: &HeaderMap) -> Result<String, ApiError> {
-    if let Some(public_url) = public_url {
-        return Ok(public_url.to_owned());
-    }
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let scheme = match first("x-forwarded-proto") {
-        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    first("x-forwarded-host")
-        .or_else(|| first(header::HOST.as_str()))
-        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
-        .filter(|authority| !authority.as_str().contains('@'))
-        .map(|authority| format!("{scheme}://{authority}"))
-        .ok_or_else(|| {
-            ApiError::Unavailable(
-                "CALLHOOK_PUBLIC_URL is not set and the request has no Host header to build \
-                 AI Studio's status URL from"
-                    .into(),
-            )
-        })
 }
 
 fn place_error(err: PlaceError) -> ApiError {

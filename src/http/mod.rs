@@ -6,6 +6,7 @@ pub mod auth;
 pub mod calls;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod ops;
 pub mod outcomes;
 pub mod rejected;

@@ -12,6 +12,7 @@
 pub mod rejections;
 mod replay;
 pub mod spool;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +20,11 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use self::spool::Spool;
+use self::writer::{Recorder, Reply, Writer};
 
 use crate::domain::callback::Callback;
 use crate::domain::outcome::Recorded;
+use crate::store::health::DatabaseHealth;
 use crate::store::{Backend, Store, StoreError};
 
 /// How many callbacks may wait for a writer before submitters wait for room.
@@ -58,24 +61,6 @@ impl BatchSettings {
     }
 }
 
-/// Extra time allowed per callback of a batch: each costs round trips to the server.
-const WRITE_DEADLINE_PER_CALLBACK: Duration = Duration::from_millis(10);
-
-/// Stores callbacks, giving up after `deadline` (plus a little per callback).
-async fn record(
-    store: &dyn Store,
-    callbacks: &[Callback],
-    deadline: Option<Duration>,
-) -> Result<Vec<Recorded>, StoreError> {
-    let Some(deadline) = deadline else {
-        return store.record_callbacks(callbacks).await;
-    };
-    let deadline = deadline + WRITE_DEADLINE_PER_CALLBACK * callbacks.len() as u32;
-    tokio::time::timeout(deadline, store.record_callbacks(callbacks))
-        .await
-        .unwrap_or(Err(StoreError::Timeout(deadline)))
-}
-
 /// Why a callback was not stored: the database failed (shared by the callbacks of one
 /// batch), or the writers have stopped.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +73,7 @@ pub enum IngestError {
 
 struct Job {
     callback: Callback,
-    reply: oneshot::Sender<Result<Recorded, Arc<StoreError>>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 #[derive(Clone)]
@@ -99,22 +84,26 @@ pub struct Ingestor {
 impl Ingestor {
     /// Starts the writer tasks, and the spool's replayer when there is a spool; they stop
     /// when the last `Ingestor` clone is dropped.
-    pub fn start(store: Arc<dyn Store>, spool: Option<Spool>, settings: BatchSettings) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        spool: Option<Spool>,
+        settings: BatchSettings,
+        health: Arc<DatabaseHealth>,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
+        let recorder = Recorder::new(store, settings.write_deadline);
         let spool = spool.map(Arc::new);
         if let Some(spool) = &spool {
+            // What waits is replayed before writers go back to the database.
+            health.set_writes_down(spool.waiting_at_open() > 0);
             tokio::spawn(replay::run(
-                store.clone(),
+                recorder.clone(),
                 Arc::downgrade(spool),
-                settings.write_deadline,
+                health.clone(),
             ));
         }
-        let writer = Writer {
-            store,
-            spool,
-            deadline: settings.write_deadline,
-        };
+        let writer = Writer::new(recorder, spool, health);
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(write_batches(
                 writer.clone(),
@@ -143,83 +132,6 @@ impl Ingestor {
         };
         metrics::counter!("callhook_callbacks_total", "result" => result).increment(1);
         Ok(recorded)
-    }
-}
-
-#[derive(Clone)]
-struct Writer {
-    store: Arc<dyn Store>,
-    spool: Option<Arc<Spool>>,
-    deadline: Option<Duration>,
-}
-
-type Reply = Result<Recorded, Arc<StoreError>>;
-
-impl Writer {
-    /// Writes a batch in one transaction; when that fails because of what one callback holds,
-    /// writes them one by one, so that the others are not failed with it. What the database
-    /// cannot take for now goes to the spool.
-    async fn write(&self, callbacks: &[Callback]) -> Vec<Reply> {
-        // The database failed recently and replay has not committed since: spool at once
-        // rather than have every batch wait out the database again.
-        if let Some(spool) = &self.spool
-            && spool.database_down()
-        {
-            match spool.put(callbacks).await {
-                Ok(()) => return vec![Ok(Recorded::Spooled); callbacks.len()],
-                Err(err) => {
-                    tracing::error!(error = %err, "the spool cannot be written; trying the database")
-                }
-            }
-        }
-        match record(self.store.as_ref(), callbacks, self.deadline).await {
-            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-            Err(err) if err.is_refusal() && callbacks.len() > 1 => {
-                tracing::warn!(error = %err, batch = callbacks.len(), "batch refused; writing its callbacks singly");
-                let mut replies = Vec::with_capacity(callbacks.len());
-                for (n, callback) in callbacks.iter().enumerate() {
-                    match record(
-                        self.store.as_ref(),
-                        std::slice::from_ref(callback),
-                        self.deadline,
-                    )
-                    .await
-                    {
-                        Ok(recorded) => replies.push(Ok(recorded[0])),
-                        Err(err) if err.is_refusal() => replies.push(Err(Arc::new(err))),
-                        // The database went away meanwhile: the rest waits for it together.
-                        Err(err) => {
-                            replies.extend(self.spool_or_fail(&callbacks[n..], err).await);
-                            break;
-                        }
-                    }
-                }
-                replies
-            }
-            Err(err) => self.spool_or_fail(callbacks, err).await,
-        }
-    }
-
-    /// Spools callbacks that the database could not take for now; a refusal is final, and
-    /// without a spool so is any failure.
-    async fn spool_or_fail(&self, callbacks: &[Callback], err: StoreError) -> Vec<Reply> {
-        let err = Arc::new(err);
-        let Some(spool) = self.spool.as_ref().filter(|_| !err.is_refusal()) else {
-            return vec![Err(err); callbacks.len()];
-        };
-        match spool.put(callbacks).await {
-            Ok(()) => {
-                spool.set_database_down(true);
-                tracing::warn!(error = %err, count = callbacks.len(), spool = %spool.dir().display(),
-                    "database unavailable; callbacks spooled to disk for replay");
-                vec![Ok(Recorded::Spooled); callbacks.len()]
-            }
-            Err(spool_err) => {
-                tracing::error!(error = %err, spool_error = %spool_err,
-                    "database unavailable and the spool cannot be written");
-                vec![Err(err); callbacks.len()]
-            }
-        }
     }
 }
 

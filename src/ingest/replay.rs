@@ -4,8 +4,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::spool::Spool;
+use super::writer::{Recorder, Singly};
 use crate::domain::callback::Callback;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::health::DatabaseHealth;
 
 /// How long to wait before looking again, while nothing waits or the database keeps failing:
 /// from the first interval, doubling up to the last.
@@ -16,13 +18,13 @@ const SMALL_BATCH: usize = 16;
 
 /// Replays the spool until the ingestor that owns it is gone. The directory is listed on
 /// every pass; passes follow each other at once while they make progress.
-pub(super) async fn run(store: Arc<dyn Store>, spool: Weak<Spool>, deadline: Option<Duration>) {
+pub(super) async fn run(recorder: Recorder, spool: Weak<Spool>, health: Arc<DatabaseHealth>) {
     let mut wait = FIRST_RETRY;
     loop {
         let Some(spool) = spool.upgrade() else {
             return;
         };
-        let outcome = pass(store.as_ref(), &spool, deadline).await;
+        let outcome = pass(&recorder, &spool, &health).await;
         drop(spool);
         match outcome {
             // Nothing waits: look again soon, so that a new outage's files are not left
@@ -61,14 +63,14 @@ enum ReplayError {
 /// failure. A file that cannot be
 /// read is skipped (and one that is damaged set aside), so that it holds up no other.
 async fn pass(
-    store: &dyn Store,
+    recorder: &Recorder,
     spool: &Spool,
-    deadline: Option<Duration>,
+    health: &DatabaseHealth,
 ) -> Result<Option<usize>, ReplayError> {
     let files = spool.files().await?;
     if files.is_empty() {
         // Nothing to keep in order with: writers may try the database again.
-        spool.set_database_down(false);
+        health.set_writes_down(false);
         return Ok(None);
     }
     let mut replayed = 0;
@@ -85,8 +87,8 @@ async fn pass(
                 continue;
             }
         };
-        store_file(store, spool, &callbacks, deadline).await?;
-        spool.set_database_down(false);
+        store_file(recorder, spool, &callbacks).await?;
+        health.set_writes_down(false);
         spool.remove(file).await?;
         replayed += callbacks.len();
         metrics::counter!("callhook_spool_replayed_total").increment(callbacks.len() as u64);
@@ -97,36 +99,37 @@ async fn pass(
 /// Stores one file's callbacks in one transaction; when the database refuses one of them,
 /// stores them singly and keeps the refused ones under `refused/`.
 async fn store_file(
-    store: &dyn Store,
+    recorder: &Recorder,
     spool: &Spool,
     callbacks: &[Callback],
-    deadline: Option<Duration>,
 ) -> Result<(), ReplayError> {
-    match super::record(store, callbacks, deadline).await {
+    match recorder.record(callbacks).await {
         Ok(_) => Ok(()),
         // A large file may be too slow for one transaction (a distant or loaded server):
         // smaller ones each get their own deadline.
         Err(StoreError::Timeout(_)) if callbacks.len() > SMALL_BATCH => {
             for chunk in callbacks.chunks(SMALL_BATCH) {
-                Box::pin(store_file(store, spool, chunk, deadline)).await?;
+                Box::pin(store_file(recorder, spool, chunk)).await?;
             }
             Ok(())
         }
         Err(err) if err.is_refusal() => {
-            for callback in callbacks {
-                let one = std::slice::from_ref(callback);
-                match super::record(store, one, deadline).await {
-                    Ok(_) => {}
-                    Err(err) if err.is_refusal() => {
-                        tracing::error!(error = %err, conversation_uuid = %callback.conversation_uuid,
-                            "the database refused a spooled callback; kept under refused/");
-                        metrics::counter!("callhook_spool_refused_total").increment(1);
-                        spool.keep_refused(one).await?;
-                    }
-                    Err(err) => return Err(err.into()),
+            let Singly {
+                results,
+                unavailable,
+            } = recorder.record_singly(callbacks).await;
+            for (callback, result) in callbacks.iter().zip(results) {
+                if let Err(err) = result {
+                    tracing::error!(error = %err, conversation_uuid = %callback.conversation_uuid,
+                        "the database refused a spooled callback; kept under refused/");
+                    metrics::counter!("callhook_spool_refused_total").increment(1);
+                    spool.keep_refused(std::slice::from_ref(callback)).await?;
                 }
             }
-            Ok(())
+            match unavailable {
+                Some((_, err)) => Err(err.into()),
+                None => Ok(()),
+            }
         }
         Err(err) => Err(err.into()),
     }

@@ -14,7 +14,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use chrono::DateTime;
@@ -94,9 +93,9 @@ pub struct SpoolFile {
 
 pub struct Spool {
     dir: PathBuf,
-    /// Set when the database failed to take a batch, cleared when a replay commits: while
-    /// set, writers spool at once instead of each waiting out the database again.
-    database_down: AtomicBool,
+    /// Files that waited when the spool was opened: replayed before writers go back to the
+    /// database.
+    waiting_at_open: usize,
 }
 
 impl Spool {
@@ -126,7 +125,7 @@ impl Spool {
         metrics::gauge!("callhook_spool_files").set(waiting as f64);
         Ok(Self {
             dir: dir.to_owned(),
-            database_down: AtomicBool::new(waiting > 0),
+            waiting_at_open: waiting,
         })
     }
 
@@ -134,12 +133,8 @@ impl Spool {
         &self.dir
     }
 
-    pub fn database_down(&self) -> bool {
-        self.database_down.load(Ordering::Relaxed)
-    }
-
-    pub fn set_database_down(&self, down: bool) {
-        self.database_down.store(down, Ordering::Relaxed);
+    pub fn waiting_at_open(&self) -> usize {
+        self.waiting_at_open
     }
 
     /// Writes `callbacks` durably; returns once they are on disk.
@@ -256,13 +251,17 @@ mod tests {
     async fn spooled_callbacks_read_back_exactly_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        assert!(!spool.database_down());
+        assert_eq!(spool.waiting_at_open(), 0);
         let batch = vec![callback("busy"), callback("timeout")];
         spool.put(&batch).await.unwrap();
         spool.put(&[callback("failed")]).await.unwrap();
 
         let reopened = Spool::open(dir.path()).unwrap();
-        assert!(reopened.database_down(), "what waits is replayed first");
+        assert_eq!(
+            reopened.waiting_at_open(),
+            2,
+            "what waits is replayed first"
+        );
         let files = reopened.files().await.unwrap();
         assert_eq!(files.len(), 2);
         let first = reopened.read(&files[0]).await.unwrap();
