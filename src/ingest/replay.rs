@@ -3,6 +3,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use super::spool::Spool;
 use super::writer::{Recorder, Singly};
 use crate::domain::callback::Callback;
@@ -13,13 +15,17 @@ use crate::store::health::DatabaseHealth;
 /// from the first interval, doubling up to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(10);
+const REPLAY_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(FIRST_RETRY)
+    .with_max_delay(LAST_RETRY)
+    .without_max_times();
 /// The size a file that timed out as a whole is replayed in.
 const SMALL_BATCH: usize = 16;
 
 /// Replays the spool until the ingestor that owns it is gone. The directory is listed on
 /// every pass; passes follow each other at once while they make progress.
 pub(super) async fn run(recorder: Recorder, spool: Weak<Spool>, health: Arc<DatabaseHealth>) {
-    let mut wait = FIRST_RETRY;
+    let mut backoff = REPLAY_BACKOFF.build();
     loop {
         let Some(spool) = spool.upgrade() else {
             return;
@@ -30,21 +36,18 @@ pub(super) async fn run(recorder: Recorder, spool: Weak<Spool>, health: Arc<Data
             // Nothing waits: look again soon, so that a new outage's files are not left
             // behind a long back-off.
             Ok(None) => {
-                wait = FIRST_RETRY;
-                tokio::time::sleep(wait).await;
+                backoff = REPLAY_BACKOFF.build();
+                tokio::time::sleep(FIRST_RETRY).await;
             }
             Ok(Some(replayed)) if replayed > 0 => {
                 tracing::info!(replayed, "spooled callbacks stored in the database");
-                wait = FIRST_RETRY;
+                backoff = REPLAY_BACKOFF.build();
             }
-            Ok(Some(_)) => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(LAST_RETRY);
-            }
+            Ok(Some(_)) => tokio::time::sleep(backoff.next().unwrap_or(LAST_RETRY)).await,
             Err(err) => {
+                let wait = backoff.next().unwrap_or(LAST_RETRY);
                 tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "spool replay failed; will retry");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(LAST_RETRY);
             }
         }
     }

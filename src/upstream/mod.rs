@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -49,8 +49,13 @@ impl std::str::FromStr for Region {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Retries of a request that provably never left (connection not established).
-const CONNECT_RETRIES: u32 = 2;
+/// Retries of a request that provably never left (connection not established): two, after
+/// 100–200 ms and then twice that, with jitter.
+const CONNECT_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_factor(2.0)
+    .with_max_times(2)
+    .with_jitter();
 /// Upstream messages are kept short in call records and responses.
 const MAX_MESSAGE_LEN: usize = 500;
 
@@ -130,8 +135,7 @@ impl AiStudioClient {
 
     #[tracing::instrument(skip_all, fields(agent_id = request.agent_id))]
     pub async fn make_call(&self, request: &MakeCall<'_>) -> Result<Accepted, Failure> {
-        let mut attempt = 0;
-        let response = loop {
+        let send = || async {
             let started = std::time::Instant::now();
             let sent = self
                 .http
@@ -148,21 +152,20 @@ impl AiStudioClient {
             };
             metrics::histogram!("callhook_upstream_request_duration_seconds", "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());
-            match sent {
-                Ok(response) => break response,
-                Err(err) if err.is_connect() && attempt < CONNECT_RETRIES => {
-                    attempt += 1;
-                    let backoff = rand::rng().random_range(100..300) * u64::from(attempt);
-                    tracing::warn!(
-                        attempt,
-                        backoff_ms = backoff,
-                        "AI Studio unreachable; retrying"
-                    );
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                }
-                Err(err) => return Err(classify(&err)),
-            }
+            sent
         };
+        // Only a connection that was never made is retried: that request cannot have rung.
+        let response = send
+            .retry(CONNECT_BACKOFF)
+            .when(reqwest::Error::is_connect)
+            .notify(|_, backoff| {
+                tracing::warn!(
+                    backoff_ms = backoff.as_millis() as u64,
+                    "AI Studio unreachable; retrying"
+                );
+            })
+            .await
+            .map_err(|err| classify(&err))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -188,9 +191,11 @@ fn retry_after_seconds(value: &str, now: chrono::DateTime<chrono::Utc>) -> Optio
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds.max(1));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let millis = (at.with_timezone(&chrono::Utc) - now).num_milliseconds();
-    Some((millis.max(0) as u64).div_ceil(1000).max(1))
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at
+        .duration_since(std::time::SystemTime::from(now))
+        .unwrap_or_default();
+    Some((wait.as_millis() as u64).div_ceil(1000).max(1))
 }
 
 fn classify(err: &reqwest::Error) -> Failure {
