@@ -94,16 +94,14 @@ impl CallPlacer {
     ) -> Result<Placement, PlaceError> {
         let client = self.client()?;
         let id = Uuid::now_v7();
-        let parameters = serde_json::to_string(&request.session_parameters)
-            .expect("session parameters serialize");
         self.store
             .insert_call(&NewCall {
                 id,
                 agent_id: request.agent_id.clone(),
                 to: request.to.to_string(),
-                region: self.region.as_str().to_owned(),
+                region: self.region,
                 hangup_on_answer_machine: request.hangup_on_answer_machine,
-                session_parameters: parameters,
+                session_parameters: request.session_parameters.clone(),
                 metadata: request.metadata.clone(),
                 created_at: now(),
             })

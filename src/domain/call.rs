@@ -8,10 +8,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::outcome::Outcome;
+use super::region::Region;
 use super::time::{self, Timestamp};
 
 /// What became of the request to AI Studio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     /// Upstream accepted the call.
@@ -83,7 +84,7 @@ pub struct Call {
     pub agent_id: String,
     pub to: String,
     #[schema(example = "eu")]
-    pub region: String,
+    pub region: Region,
     pub hangup_on_answer_machine: bool,
     pub session_parameters: Vec<SessionParameter>,
     /// Free-form caller metadata, returned as given.

@@ -159,6 +159,26 @@ fn optional_string(fields: &Fields, name: &str) -> Option<String> {
     usable.then_some(value)
 }
 
+/// A status callback as AI Studio sends it. Any content type is accepted.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // read by the OpenAPI document only; `Callback::parse` reads the body
+pub struct CallbackBody {
+    /// Kept when a string (or number); any other value is ignored, never refused.
+    #[schema(value_type = Value, required = false, example = "60c09d70e6a68858f4220848")]
+    agent_id: Option<serde_json::Value>,
+    /// Kept when a string (or number); any other value is ignored, never refused.
+    #[schema(value_type = Value, required = false, example = "972542233016")]
+    to: Option<serde_json::Value>,
+    #[schema(example = "CON-4ee2e523-4ee13-4e98-ae94-e6e3e1ab9ac6")]
+    conversation_uuid: String,
+    /// `cancelled`, `rejected`, `busy`, `timeout`, `failed`, or any other string (stored as sent).
+    #[schema(example = "busy")]
+    status: String,
+    /// RFC 3339; without an offset it is read as UTC.
+    #[schema(example = "2022-05-31T06:40:45.475Z")]
+    timestamp: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod callback;
 pub mod destination;
 pub mod outcome;
 pub mod page;
+pub mod region;
 pub mod rejected;
 pub mod stats;
 pub mod time;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::call::CallState;
 use super::time::{self, Timestamp};
 
 /// Statuses AI Studio documents as failures to reach the callee.
@@ -29,7 +30,8 @@ pub struct Stats {
     /// Outcomes whose `occurred_at` is in the window, by status.
     pub outcomes: BTreeMap<String, i64>,
     /// Calls created in the window, by state (every state is present).
-    pub calls: BTreeMap<String, i64>,
+    #[schema(value_type = BTreeMap<String, i64>)]
+    pub calls: BTreeMap<CallState, i64>,
     /// Of the calls initiated in the window: how many got a failure callback, how many none.
     pub initiated: InitiatedStats,
 }

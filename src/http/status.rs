@@ -15,33 +15,13 @@ use crate::domain::time::now;
 /// Largest callback body accepted; real ones are a few hundred bytes.
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
 
-/// A status callback as AI Studio sends it. Any content type is accepted.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct CallbackBody {
-    /// Kept when a string (or number); any other value is ignored, never refused.
-    #[schema(value_type = Value, required = false, example = "60c09d70e6a68858f4220848")]
-    agent_id: Option<serde_json::Value>,
-    /// Kept when a string (or number); any other value is ignored, never refused.
-    #[schema(value_type = Value, required = false, example = "972542233016")]
-    to: Option<serde_json::Value>,
-    #[schema(example = "CON-4ee2e523-4ee13-4e98-ae94-e6e3e1ab9ac6")]
-    conversation_uuid: String,
-    /// `cancelled`, `rejected`, `busy`, `timeout`, `failed`, or any other string (stored as sent).
-    #[schema(example = "busy")]
-    status: String,
-    /// RFC 3339; without an offset it is read as UTC.
-    #[schema(example = "2022-05-31T06:40:45.475Z")]
-    timestamp: String,
-}
-
 /// Receive a status callback on the shared status URL.
 #[utoipa::path(
     post,
     path = "/v1/status/{secret}",
     tag = "status",
     params(("secret" = String, Path, description = "CALLHOOK_INGEST_SECRET")),
-    request_body(content = CallbackBody, content_type = "application/json"),
+    request_body(content = crate::domain::callback::CallbackBody, content_type = "application/json"),
     responses(
         (status = 204, description = "Stored (or already stored): committed before this answer; while the database is unavailable, fsynced to the local spool and stored on its return"),
         (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),
@@ -76,7 +56,7 @@ pub async fn ingest_shared(
         ("call_id" = Uuid, Path, description = "The call the URL was made for"),
         ("signature" = String, Path, description = "HMAC-SHA256 of the call id"),
     ),
-    request_body(content = CallbackBody, content_type = "application/json"),
+    request_body(content = crate::domain::callback::CallbackBody, content_type = "application/json"),
     responses(
         (status = 204, description = "Stored (or already stored), linked to the call; durable before this answer, like the shared status URL"),
         (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),

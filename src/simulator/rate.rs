@@ -1,95 +1,88 @@
-//! The per-agent calls-per-second limit: a token bucket per agent, full at start.
+//! The per-agent calls-per-second limit (GCRA, as AI Studio's 429s suggest): bursts of up to
+//! a second's worth of calls (at least one), then the rate.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-/// Past this many agents, buckets that have refilled are forgotten.
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
+
+/// Past this many agents, the ones whose limit has recovered are forgotten.
 const MAX_TRACKED_AGENTS: usize = 10_000;
 
-pub struct RateLimiter {
-    per_second: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
+/// One GCRA state per agent id.
+type PerAgent<C> =
+    Gcra<String, HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    /// `None`: no limit.
+    limiter: Option<PerAgent<C>>,
+    clock: C,
 }
 
 impl RateLimiter {
-    /// `per_second` of zero (or less) admits everything. Bursts up to one second's worth
-    /// (at least one call) are admitted.
+    /// `per_second` of zero (or less) admits everything.
     pub fn new(per_second: f64) -> Self {
+        Self::with_clock(per_second, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(per_second: f64, clock: C) -> Self {
+        let quota = (per_second > 0.0)
+            .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / per_second)))
+            .flatten();
+        let burst = NonZeroU32::new(per_second.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
         Self {
-            per_second,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: quota
+                .map(|quota| Gcra::hashmap_with_clock(quota.allow_burst(burst), clock.clone())),
+            clock,
         }
     }
 
     /// Admits a call for `agent`, or says after how many whole seconds one would be.
     pub fn admit(&self, agent: &str) -> Result<(), u64> {
-        self.admit_at(agent, Instant::now())
-    }
-
-    fn admit_at(&self, agent: &str, now: Instant) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
+        };
+        if limiter.len() >= MAX_TRACKED_AGENTS {
+            limiter.retain_recent();
         }
-        let capacity = self.per_second.max(1.0);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED_AGENTS {
-            let per_second = self.per_second;
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < capacity
-            });
-        }
-        let bucket = buckets.entry(agent.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(capacity);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.per_second;
-            Err((wait.ceil() as u64).max(1))
-        }
+        limiter.check_key(&agent.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            (wait.as_secs_f64().ceil() as u64).max(1)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
 
     use super::*;
 
     #[test]
     fn admits_the_rate_per_agent_then_refills() {
-        let limiter = RateLimiter::new(2.0);
-        let start = Instant::now();
-        assert_eq!(limiter.admit_at("a", start), Ok(()));
-        assert_eq!(limiter.admit_at("a", start), Ok(()));
-        assert_eq!(limiter.admit_at("a", start), Err(1));
-        assert_eq!(limiter.admit_at("b", start), Ok(()));
-        assert_eq!(
-            limiter.admit_at("a", start + Duration::from_millis(500)),
-            Ok(())
-        );
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(2.0, clock.clone());
+        assert_eq!(limiter.admit("a"), Ok(()));
+        assert_eq!(limiter.admit("a"), Ok(()));
+        assert_eq!(limiter.admit("a"), Err(1));
+        assert_eq!(limiter.admit("b"), Ok(()));
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(limiter.admit("a"), Ok(()));
     }
 
     #[test]
     fn slow_rates_ask_for_a_longer_wait_and_zero_is_unlimited() {
-        let limiter = RateLimiter::new(0.1);
-        let start = Instant::now();
-        assert_eq!(limiter.admit_at("a", start), Ok(()));
-        assert_eq!(limiter.admit_at("a", start), Err(10));
+        let limiter = RateLimiter::with_clock(0.1, FakeRelativeClock::default());
+        assert_eq!(limiter.admit("a"), Ok(()));
+        assert_eq!(limiter.admit("a"), Err(10));
         let unlimited = RateLimiter::new(0.0);
         for _ in 0..100 {
-            assert_eq!(unlimited.admit_at("a", start), Ok(()));
+            assert_eq!(unlimited.admit("a"), Ok(()));
         }
     }
 }

@@ -4,16 +4,18 @@ pub mod health;
 mod postgres;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::call::{Call, CallFilter, CallState, UpstreamError};
+use crate::domain::call::{Call, CallFilter, CallState, SessionParameter, UpstreamError};
 use crate::domain::callback::Callback;
 use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::region::Region;
 use crate::domain::rejected::RejectedCallback;
 use crate::domain::stats::{Stats, StatsWindow};
 use crate::domain::time::Timestamp;
@@ -126,9 +128,9 @@ pub struct NewCall {
     pub id: Uuid,
     pub agent_id: String,
     pub to: String,
-    pub region: String,
+    pub region: Region,
     pub hangup_on_answer_machine: bool,
-    pub session_parameters: String,
+    pub session_parameters: Vec<SessionParameter>,
     pub metadata: Option<String>,
     pub created_at: Timestamp,
 }
@@ -293,4 +295,27 @@ fn claim_from_parts(
 
 fn headers_json(answer: &StoredAnswer) -> String {
     serde_json::to_string(&answer.headers).expect("header pairs serialize")
+}
+
+fn region(stored: &str) -> Result<Region, StoreError> {
+    stored
+        .parse()
+        .map_err(|e: String| StoreError::Corrupt(format!("call region: {e}")))
+}
+
+fn parameters_json(parameters: &[SessionParameter]) -> String {
+    serde_json::to_string(parameters).expect("session parameters serialize")
+}
+
+/// Counts by call state, every state present.
+fn calls_by_state(
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> Result<BTreeMap<CallState, i64>, StoreError> {
+    let mut calls: BTreeMap<CallState, i64> = CallState::ALL.iter().map(|s| (*s, 0)).collect();
+    for (state, count) in rows {
+        let state = CallState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("call state {state}")))?;
+        calls.insert(state, count);
+    }
+    Ok(calls)
 }

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::{
     Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
-    claim_from_parts, headers_json, latest_outcome_per_call, raw_json, status_code, upstream_error,
+    calls_by_state, claim_from_parts, headers_json, latest_outcome_per_call, parameters_json,
+    raw_json, region, status_code, upstream_error,
 };
 use crate::domain::call::{Call, CallFilter, CallState};
 use crate::domain::callback::Callback;
@@ -247,9 +248,9 @@ impl Store for SqliteStore {
         .bind(call.id.to_string())
         .bind(&call.agent_id)
         .bind(&call.to)
-        .bind(&call.region)
+        .bind(call.region.as_str())
         .bind(call.hangup_on_answer_machine)
-        .bind(&call.session_parameters)
+        .bind(parameters_json(&call.session_parameters))
         .bind(&call.metadata)
         .bind(CallState::Unknown.as_str())
         .bind(to_micros(&call.created_at))
@@ -358,11 +359,7 @@ impl Store for SqliteStore {
         );
         push_agent(&mut query, &window.agent_id);
         query.push(" GROUP BY state");
-        let mut calls: BTreeMap<String, i64> = CallState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), 0))
-            .collect();
-        calls.extend(counts(query.build().fetch_all(&self.pool).await?)?);
+        let calls = calls_by_state(counts(query.build().fetch_all(&self.pool).await?)?)?;
 
         let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT count(*), coalesce(sum(f.failed), 0), coalesce(sum(f.call_id IS NULL), 0) \
@@ -629,7 +626,7 @@ fn call_from_row(row: &SqliteRow) -> Result<Call, StoreError> {
         id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         agent_id: row.try_get("agent_id")?,
         to: row.try_get("destination")?,
-        region: row.try_get("region")?,
+        region: region(row.try_get("region")?)?,
         hangup_on_answer_machine: row.try_get("hangup_on_answer_machine")?,
         session_parameters: serde_json::from_str(&parameters)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
