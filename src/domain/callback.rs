@@ -7,10 +7,10 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::FieldError;
+use super::conversation::ConversationUuid;
 use super::time::{Timestamp, parse_timestamp};
 
-/// Longest `conversation_uuid` accepted; real ones are about 40 characters.
-pub const MAX_CONVERSATION_UUID_LEN: usize = 200;
+pub use super::conversation::MAX_CONVERSATION_UUID_LEN;
 /// Longest `status` accepted. Statuses are stored exactly as sent (case, spaces, unknown
 /// words); this bound only keeps the unique key within what an index entry can hold.
 pub const MAX_STATUS_LEN: usize = 1024;
@@ -19,7 +19,7 @@ const MAX_SHORT_FIELD_LEN: usize = 200;
 /// A validated callback, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Callback {
-    pub conversation_uuid: String,
+    pub conversation_uuid: ConversationUuid,
     pub status: String,
     pub occurred_at: Timestamp,
     pub agent_id: Option<String>,
@@ -54,12 +54,7 @@ impl Callback {
         };
         let fields = Fields(members);
         let mut errors = Vec::new();
-        let conversation_uuid = required_string(
-            &fields,
-            "conversation_uuid",
-            MAX_CONVERSATION_UUID_LEN,
-            &mut errors,
-        );
+        let conversation_uuid = conversation_uuid(&fields, &mut errors);
         let status = status_as_sent(&fields, &mut errors);
         let occurred_at = required_string(&fields, "timestamp", 64, &mut errors).and_then(|raw| {
             let parsed = parse_timestamp(&raw);
@@ -100,6 +95,19 @@ impl Fields {
         let raw = self.0.get(name)?;
         Some(serde_json::from_str(raw.get()).unwrap_or(Value::Array(Vec::new())))
     }
+}
+
+fn conversation_uuid(fields: &Fields, errors: &mut Vec<FieldError>) -> Option<ConversationUuid> {
+    let message = match fields.get("conversation_uuid").as_ref() {
+        None | Some(Value::Null) => "is required".to_owned(),
+        Some(Value::String(s)) => match ConversationUuid::parse(s) {
+            Ok(id) => return Some(id),
+            Err(message) => message,
+        },
+        Some(_) => "must be a string".to_owned(),
+    };
+    errors.push(FieldError::new("conversation_uuid", message));
+    None
 }
 
 fn required_string(

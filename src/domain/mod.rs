@@ -3,6 +3,7 @@
 pub mod call;
 pub mod call_request;
 pub mod callback;
+pub mod conversation;
 pub mod destination;
 pub mod outcome;
 pub mod page;

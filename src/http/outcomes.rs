@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, QueryParams};
+use crate::domain::conversation::ConversationUuid;
 use crate::domain::outcome::{Outcome, OutcomeFilter};
 use crate::domain::page::Page;
 
@@ -26,12 +27,11 @@ pub async fn get_outcome(
     State(state): State<AppState>,
     Path(conversation_uuid): Path<String>,
 ) -> Result<Json<Outcome>, ApiError> {
-    // A stored conversation_uuid never holds a control character (PostgreSQL would refuse
-    // NUL as a parameter): such a key matches nothing on either backend.
-    let stored = if conversation_uuid.chars().any(char::is_control) {
-        None
-    } else {
-        state.read(state.store.outcome(&conversation_uuid)).await?
+    // An id no callback can have (empty, control characters: PostgreSQL would refuse a NUL
+    // as a parameter) matches nothing, on either backend, without a query.
+    let stored = match ConversationUuid::parse(&conversation_uuid) {
+        Ok(id) if id.as_str() == conversation_uuid => state.read(state.store.outcome(&id)).await?,
+        _ => None,
     };
     stored.map(Json).ok_or_else(|| {
         ApiError::NotFound(format!(

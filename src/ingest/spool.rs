@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::callback::Callback;
+use crate::domain::conversation::ConversationUuid;
 use crate::domain::time::to_micros;
 
 const SPOOLED: &str = "jsonl";
@@ -48,7 +49,7 @@ struct Record {
 impl From<&Callback> for Record {
     fn from(cb: &Callback) -> Self {
         Self {
-            conversation_uuid: cb.conversation_uuid.clone(),
+            conversation_uuid: cb.conversation_uuid.to_string(),
             status: cb.status.clone(),
             occurred_at_us: to_micros(&cb.occurred_at),
             received_at_us: to_micros(&cb.received_at),
@@ -66,7 +67,8 @@ impl TryFrom<Record> for Callback {
     fn try_from(record: Record) -> Result<Self, Self::Error> {
         let time = |us| DateTime::from_timestamp_micros(us).ok_or("a time out of range");
         Ok(Self {
-            conversation_uuid: record.conversation_uuid,
+            conversation_uuid: ConversationUuid::parse(&record.conversation_uuid)
+                .map_err(|_| "a conversation_uuid no callback can have")?,
             status: record.status,
             occurred_at: time(record.occurred_at_us)?,
             received_at: time(record.received_at_us)?,
@@ -236,7 +238,7 @@ mod tests {
 
     fn callback(status: &str) -> Callback {
         Callback {
-            conversation_uuid: "CON-spool".into(),
+            conversation_uuid: ConversationUuid::parse("CON-spool").unwrap(),
             status: status.into(),
             occurred_at: parse_timestamp("2022-05-31T06:40:45.475123Z").unwrap(),
             received_at: parse_timestamp("2026-11-25T10:00:00.000001Z").unwrap(),

@@ -128,7 +128,7 @@ impl Store for PostgresStore {
             for &index in conversation {
                 let cb = &callbacks[index];
                 let row = sqlx::query(INSERT_EVENT)
-                    .bind(&cb.conversation_uuid)
+                    .bind(cb.conversation_uuid.as_str())
                     .bind(&cb.status)
                     .bind(cb.occurred_at)
                     .bind(cb.received_at)
@@ -145,7 +145,7 @@ impl Store for PostgresStore {
             for index in inserted {
                 let cb = &callbacks[index];
                 sqlx::query(UPSERT_OUTCOME)
-                    .bind(&cb.conversation_uuid)
+                    .bind(cb.conversation_uuid.as_str())
                     .bind(&cb.status)
                     .bind(&cb.agent_id)
                     .bind(&cb.to)

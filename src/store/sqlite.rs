@@ -115,7 +115,7 @@ impl Store for SqliteStore {
             for cb in callbacks {
                 let call_id = cb.call_id.map(|id| id.to_string());
                 let inserted = sqlx::query(INSERT_EVENT)
-                    .bind(&cb.conversation_uuid)
+                    .bind(cb.conversation_uuid.as_str())
                     .bind(&cb.status)
                     .bind(to_micros(&cb.occurred_at))
                     .bind(to_micros(&cb.received_at))
@@ -130,7 +130,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 sqlx::query(UPSERT_OUTCOME)
-                    .bind(&cb.conversation_uuid)
+                    .bind(cb.conversation_uuid.as_str())
                     .bind(&cb.status)
                     .bind(&cb.agent_id)
                     .bind(&cb.to)
