@@ -15,6 +15,29 @@ use crate::domain::time::now;
 /// Largest callback body accepted; real ones are a few hundred bytes.
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
 
+/// What a status URL answers.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // read by the OpenAPI document only
+enum CallbackAnswers {
+    #[response(
+        status = 204,
+        description = "Stored (or already stored): committed before this answer (through a per-call URL, linked to the call); while the database is unavailable, fsynced to the local spool and stored on its return"
+    )]
+    Stored,
+    /// The body is not a JSON object
+    #[response(status = 400, content_type = "application/problem+json")]
+    NotAnObject(#[to_schema] Problem),
+    /// Wrong secret, or a tampered or unknown per-call status URL
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unknown(#[to_schema] Problem),
+    /// Body over 64 KiB
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(#[to_schema] Problem),
+    /// Missing or invalid conversation_uuid, status or timestamp
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(#[to_schema] Problem),
+}
+
 /// Receive a status callback on the shared status URL.
 #[utoipa::path(
     post,
@@ -22,13 +45,7 @@ pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
     tag = "status",
     params(("secret" = String, Path, description = "CALLHOOK_INGEST_SECRET")),
     request_body(content = crate::domain::callback::CallbackBody, content_type = "application/json"),
-    responses(
-        (status = 204, description = "Stored (or already stored): committed before this answer; while the database is unavailable, fsynced to the local spool and stored on its return"),
-        (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong secret", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Missing or invalid conversation_uuid, status or timestamp", body = Problem, content_type = "application/problem+json"),
-    )
+    responses(CallbackAnswers)
 )]
 pub async fn ingest_shared(
     State(state): State<AppState>,
@@ -57,13 +74,7 @@ pub async fn ingest_shared(
         ("signature" = String, Path, description = "HMAC-SHA256 of the call id"),
     ),
     request_body(content = crate::domain::callback::CallbackBody, content_type = "application/json"),
-    responses(
-        (status = 204, description = "Stored (or already stored), linked to the call; durable before this answer, like the shared status URL"),
-        (status = 400, description = "The body is not a JSON object", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Tampered or unknown status URL", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Missing or invalid conversation_uuid, status or timestamp", body = Problem, content_type = "application/problem+json"),
-    )
+    responses(CallbackAnswers)
 )]
 pub async fn ingest_for_call(
     State(state): State<AppState>,
