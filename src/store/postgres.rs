@@ -30,35 +30,72 @@ const CALL_COLUMNS: &str = "id, agent_id, destination, region, hangup_on_answer_
      session_parameters, metadata, state, session_id, session_start_time, error_status, \
      error_message, created_at";
 
-const INSERT_EVENT: &str = "INSERT INTO callback_events \
+/// Inserts a batch of events in the order given, each once per key; returns the keys stored.
+/// Two copies of one key in a batch store the first.
+const INSERT_EVENTS: &str = "INSERT INTO callback_events \
      (conversation_uuid, status, occurred_at, received_at, agent_id, destination, call_id, payload) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING RETURNING id";
+     SELECT conversation_uuid, status, occurred_at, received_at, agent_id, destination, call_id, payload \
+     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], \
+                 $6::text[], $7::uuid[], $8::text[]) WITH ORDINALITY \
+          AS t(conversation_uuid, status, occurred_at, received_at, agent_id, destination, call_id, payload, n) \
+     ORDER BY n \
+     ON CONFLICT (conversation_uuid, status, occurred_at) DO NOTHING \
+     RETURNING conversation_uuid, status, occurred_at";
 
-/// Folds one new event into its outcome. The winner is the greatest
-/// `(occurred_at, received_at, status)`, so any arrival order gives the same row; the
-/// descriptive columns come from the winner when it has them, else from the others.
-const UPSERT_OUTCOME: &str = "INSERT INTO outcomes AS o \
-     (conversation_uuid, status, agent_id, destination, occurred_at, status_received_at, call_id, \
-      event_count, first_received_at, last_received_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $6, $6) \
-     ON CONFLICT (conversation_uuid) DO UPDATE SET \
-       status = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
-                        > (o.occurred_at, o.status_received_at, o.status) \
-                     THEN EXCLUDED.status ELSE o.status END, \
-       status_received_at = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
-                        > (o.occurred_at, o.status_received_at, o.status) \
-                     THEN EXCLUDED.status_received_at ELSE o.status_received_at END, \
-       agent_id = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
-                     THEN COALESCE(EXCLUDED.agent_id, o.agent_id) ELSE COALESCE(o.agent_id, EXCLUDED.agent_id) END, \
-       destination = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
-                     THEN COALESCE(EXCLUDED.destination, o.destination) ELSE COALESCE(o.destination, EXCLUDED.destination) END, \
-       call_id = CASE WHEN (EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) > (o.occurred_at, o.status_received_at, o.status) \
-                     THEN COALESCE(EXCLUDED.call_id, o.call_id) ELSE COALESCE(o.call_id, EXCLUDED.call_id) END, \
-       occurred_at = GREATEST(o.occurred_at, EXCLUDED.occurred_at), \
-       event_count = o.event_count + 1, \
-       first_received_at = LEAST(o.first_received_at, EXCLUDED.first_received_at), \
-       last_received_at = GREATEST(o.last_received_at, EXCLUDED.last_received_at)";
+/// The order in which a batch's events compete for their outcome: the greatest wins.
+const WINNER_FIRST: &str = "ORDER BY occurred_at DESC, received_at DESC, status DESC";
+
+/// Folds a batch's newly stored events into their outcomes in one statement: first within the
+/// batch (per conversation, the winner is the greatest `(occurred_at, received_at, status)`,
+/// and the descriptive columns come from the greatest event that has them), then with the
+/// stored outcome by the same rule, so that any split into batches and any arrival order
+/// give the same row.
+static FOLD_OUTCOMES: std::sync::LazyLock<String> = std::sync::LazyLock::new(fold_outcomes);
+
+fn fold_outcomes() -> String {
+    let first = |column: &str| format!("(array_agg({column} {WINNER_FIRST}))[1]");
+    let first_known = |column: &str| {
+        format!("(array_agg({column} {WINNER_FIRST}) FILTER (WHERE {column} IS NOT NULL))[1]")
+    };
+    let wins = "(EXCLUDED.occurred_at, EXCLUDED.status_received_at, EXCLUDED.status) \
+                > (o.occurred_at, o.status_received_at, o.status)";
+    let pick = |column: &str| {
+        format!("{column} = CASE WHEN {wins} THEN EXCLUDED.{column} ELSE o.{column} END")
+    };
+    let known = |column: &str| {
+        format!(
+            "{column} = CASE WHEN {wins} THEN COALESCE(EXCLUDED.{column}, o.{column}) \
+             ELSE COALESCE(o.{column}, EXCLUDED.{column}) END"
+        )
+    };
+    format!(
+        "INSERT INTO outcomes AS o \
+         (conversation_uuid, status, agent_id, destination, occurred_at, status_received_at, \
+          call_id, event_count, first_received_at, last_received_at) \
+         SELECT conversation_uuid, {status}, {agent_id}, {destination}, max(occurred_at), \
+                {received_at}, {call_id}, count(*), min(received_at), max(received_at) \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], \
+                     $6::text[], $7::uuid[]) \
+              AS t(conversation_uuid, status, occurred_at, received_at, agent_id, destination, call_id) \
+         GROUP BY conversation_uuid ORDER BY conversation_uuid \
+         ON CONFLICT (conversation_uuid) DO UPDATE SET {pick_status}, {pick_received}, \
+           {known_agent}, {known_destination}, {known_call}, \
+           occurred_at = GREATEST(o.occurred_at, EXCLUDED.occurred_at), \
+           event_count = o.event_count + EXCLUDED.event_count, \
+           first_received_at = LEAST(o.first_received_at, EXCLUDED.first_received_at), \
+           last_received_at = GREATEST(o.last_received_at, EXCLUDED.last_received_at)",
+        status = first("status"),
+        agent_id = first_known("agent_id"),
+        destination = first_known("destination"),
+        received_at = first("received_at"),
+        call_id = first_known("call_id"),
+        pick_status = pick("status"),
+        pick_received = pick("status_received_at"),
+        known_agent = known("agent_id"),
+        known_destination = known("destination"),
+        known_call = known("call_id"),
+    )
+}
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -98,10 +135,10 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(count = callbacks.len()))]
     async fn record_callbacks(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError> {
-        // Each transaction takes its locks in one global order, so that concurrent batches
-        // never wait on each other in a cycle: conversation by conversation, first the event
-        // keys in key order, then the conversation's outcome row. Only row and index locks are
-        // involved, so the order holds on Citus shards too.
+        // Two statements per batch, whatever its size: the events, then their outcomes. Each
+        // takes its locks in one global order (event keys sorted, then outcome rows sorted),
+        // and no statement waits on the other kind, so concurrent batches never wait on each
+        // other in a cycle. Only row and index locks are involved, so this holds on Citus too.
         let mut order: Vec<usize> = (0..callbacks.len()).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&callbacks[a], &callbacks[b]);
@@ -111,7 +148,7 @@ impl Store for PostgresStore {
                 b.occurred_at,
             ))
         });
-        let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
+        let sorted: Vec<&Callback> = order.iter().map(|&i| &callbacks[i]).collect();
         let mut tx = self.pool.begin().await?;
         // A lock held elsewhere makes the server give up too, not only the client, so that a
         // connection abandoned by the ingest deadline is freed rather than left waiting.
@@ -121,41 +158,82 @@ impl Store for PostgresStore {
         )
         .execute(&mut *tx)
         .await?;
-        for conversation in order
-            .chunk_by(|&a, &b| callbacks[a].conversation_uuid == callbacks[b].conversation_uuid)
-        {
-            let mut inserted = Vec::with_capacity(conversation.len());
-            for &index in conversation {
-                let cb = &callbacks[index];
-                let row = sqlx::query(INSERT_EVENT)
-                    .bind(cb.conversation_uuid.as_str())
-                    .bind(&cb.status)
-                    .bind(cb.occurred_at)
-                    .bind(cb.received_at)
-                    .bind(&cb.agent_id)
-                    .bind(&cb.to)
-                    .bind(cb.call_id)
-                    .bind(&cb.payload)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if row.is_some() {
-                    inserted.push(index);
-                }
-            }
-            for index in inserted {
-                let cb = &callbacks[index];
-                sqlx::query(UPSERT_OUTCOME)
-                    .bind(cb.conversation_uuid.as_str())
-                    .bind(&cb.status)
-                    .bind(&cb.agent_id)
-                    .bind(&cb.to)
-                    .bind(cb.occurred_at)
-                    .bind(cb.received_at)
-                    .bind(cb.call_id)
-                    .execute(&mut *tx)
-                    .await?;
+        let stored_keys = sqlx::query(INSERT_EVENTS)
+            .bind(
+                sorted
+                    .iter()
+                    .map(|cb| cb.conversation_uuid.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sorted
+                    .iter()
+                    .map(|cb| cb.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(sorted.iter().map(|cb| cb.occurred_at).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|cb| cb.received_at).collect::<Vec<_>>())
+            .bind(
+                sorted
+                    .iter()
+                    .map(|cb| cb.agent_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(sorted.iter().map(|cb| cb.to.as_deref()).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|cb| cb.call_id).collect::<Vec<_>>())
+            .bind(
+                sorted
+                    .iter()
+                    .map(|cb| cb.payload.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
+        let mut stored = Vec::with_capacity(stored_keys.len());
+        let mut keys: std::collections::HashSet<(String, String, Timestamp)> = stored_keys
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        for &index in &order {
+            let cb = &callbacks[index];
+            // The first of two copies of a key is the one stored.
+            let key = (
+                cb.conversation_uuid.to_string(),
+                cb.status.clone(),
+                cb.occurred_at,
+            );
+            if keys.remove(&key) {
                 recorded[index] = Recorded::Stored;
+                stored.push(cb);
             }
+        }
+        if !stored.is_empty() {
+            sqlx::query(FOLD_OUTCOMES.as_str())
+                .bind(
+                    stored
+                        .iter()
+                        .map(|cb| cb.conversation_uuid.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    stored
+                        .iter()
+                        .map(|cb| cb.status.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(stored.iter().map(|cb| cb.occurred_at).collect::<Vec<_>>())
+                .bind(stored.iter().map(|cb| cb.received_at).collect::<Vec<_>>())
+                .bind(
+                    stored
+                        .iter()
+                        .map(|cb| cb.agent_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(stored.iter().map(|cb| cb.to.as_deref()).collect::<Vec<_>>())
+                .bind(stored.iter().map(|cb| cb.call_id).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(recorded)

@@ -3,12 +3,16 @@
 use std::sync::Arc;
 
 use callhook::domain::callback::Callback;
+use callhook::domain::outcome::Recorded;
 use callhook::domain::time::now;
 
 use crate::backend_tests;
 use crate::helpers::*;
 
-backend_tests!(overlapping_batches_of_one_conversation_all_commit);
+backend_tests!(
+    overlapping_batches_of_one_conversation_all_commit,
+    a_batch_folds_like_its_events_one_by_one,
+);
 
 fn event(conversation: &str, status: &str, second: u32) -> Callback {
     let body = callback(
@@ -55,4 +59,61 @@ async fn overlapping_batches_of_one_conversation_all_commit(backend: Backend) {
             assert_eq!(outcome.status, "rejected", "{conversation}");
         }
     }
+}
+
+/// One batch holding several events of a conversation (and a repeat of one) gives the same
+/// outcome as the same events written one at a time, and says which copy was stored.
+async fn a_batch_folds_like_its_events_one_by_one(backend: Backend) {
+    let (url, _dir) = fresh_database(backend).await;
+    let store = callhook::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let events = |conversation: &str| -> Vec<Callback> {
+        [("busy", 10, "agent-1", "972500000001"), ("failed", 30, "agent-3", "972500000003"),
+         ("timeout", 20, "agent-2", "972500000002"), ("busy", 10, "agent-x", "972500000009")]
+            .into_iter()
+            .map(|(status, second, agent, to)| {
+                let body = serde_json::json!({"conversation_uuid": conversation, "status": status,
+                    "timestamp": format!("2022-05-31T06:40:{second:02}Z"), "agent_id": agent, "to": to});
+                Callback::parse(body.to_string().as_bytes(), None, now()).unwrap()
+            })
+            .collect()
+    };
+    let recorded = store.record_callbacks(&events("CON-batch")).await.unwrap();
+    assert_eq!(
+        recorded,
+        [
+            Recorded::Stored,
+            Recorded::Stored,
+            Recorded::Stored,
+            Recorded::Duplicate
+        ],
+        "the first copy of a repeated key is the one stored"
+    );
+    for event in events("CON-single") {
+        store.record_callbacks(&[event]).await.unwrap();
+    }
+    let batch = store.outcome("CON-batch").await.unwrap().unwrap();
+    let single = store.outcome("CON-single").await.unwrap().unwrap();
+    assert_eq!(batch.event_count, 3);
+    for outcome in [&batch, &single] {
+        assert_eq!(outcome.event_count, 3);
+        assert_eq!(outcome.status, "failed");
+        assert_eq!(
+            outcome.agent_id.as_deref(),
+            Some("agent-3"),
+            "the winner's fields"
+        );
+        assert_eq!(outcome.to.as_deref(), Some("972500000003"));
+        assert_eq!(outcome.occurred_at, single.occurred_at);
+        assert!(outcome.first_received_at <= outcome.last_received_at);
+    }
+    let statuses = |o: &callhook::domain::outcome::Outcome| -> Vec<String> {
+        o.events
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.status.clone())
+            .collect()
+    };
+    assert_eq!(statuses(&batch), statuses(&single));
 }
