@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Most refused status callbacks kept for GET /v1/rejected; the oldest go first.
     #[arg(long, env = "CALLHOOK_REJECTED_MAX", default_value_t = 10_000)]
     pub rejected_max: u32,
+    /// Most status callbacks waiting for a writer; one that finds no room within a second is
+    /// answered 503 with Retry-After.
+    #[arg(long, env = "CALLHOOK_INGEST_QUEUE_MAX", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ingest_queue_max: u32,
     /// Most status callbacks committed in one transaction (group commit); 1 turns it off.
     #[arg(long, env = "CALLHOOK_INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub ingest_batch_max: u16,
@@ -113,6 +117,7 @@ pub struct Config {
     /// Most refused callbacks kept; 0 keeps none.
     pub rejected_max: u32,
     pub ingest_batch_max: usize,
+    pub ingest_queue_max: usize,
     /// `None`: spooling is off.
     pub spool_dir: Option<std::path::PathBuf>,
     /// Calls go to a built-in simulator that `main` starts and wires in.
@@ -206,6 +211,7 @@ impl Config {
             },
             rejected_max: args.rejected_max,
             ingest_batch_max: usize::from(args.ingest_batch_max),
+            ingest_queue_max: args.ingest_queue_max as usize,
             spool_dir: match args.spool_dir.trim() {
                 "off" => None,
                 "" => Some(DEFAULT_SPOOL_DIR.into()),

@@ -67,7 +67,11 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         ingestor: Ingestor::start(
             store.clone(),
             spool,
-            BatchSettings::for_backend(store.backend(), config.ingest_batch_max),
+            BatchSettings::for_backend(
+                store.backend(),
+                config.ingest_batch_max,
+                config.ingest_queue_max,
+            ),
             database.clone(),
         ),
         rejections: Rejections::new(store.clone(), config.rejected_max),

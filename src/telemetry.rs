@@ -61,7 +61,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// Registers, at zero, the counters that alerts watch, so that they exist before their first
 /// event (a rate over a series that appears late misses its first increase).
 pub fn register_counters() {
-    for result in ["stored", "duplicate", "spooled"] {
+    for result in ["stored", "duplicate", "spooled", "busy"] {
         metrics::counter!("callhook_callbacks_total", "result" => result).increment(0);
     }
     for reason in ["secret", "signature"]

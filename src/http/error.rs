@@ -85,6 +85,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ingest(crate::ingest::IngestError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other { status, .. } | Self::Call { status, .. } => *status,
         }
@@ -167,6 +168,11 @@ impl ApiError {
             Self::Store(err) if err.is_unavailable() => {
                 Problem::new(status, "the database is unavailable; retry shortly")
             }
+            Self::Ingest(crate::ingest::IngestError::Busy) => Problem::new(
+                status,
+                "callhook is storing callbacks as fast as the database takes them and has no \
+                 room for more; retry shortly",
+            ),
             Self::Store(_) | Self::Ingest(_) => {
                 tracing::error!(error = %self, "storage failure");
                 Problem::new(status, "an internal error occurred; it has been logged")
@@ -197,6 +203,9 @@ impl ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(DATABASE_RETRY_AFTER),
             )],
+            Self::Ingest(crate::ingest::IngestError::Busy) => {
+                vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
+            }
             Self::Call {
                 retry_after: Some(seconds),
                 ..

@@ -27,8 +27,9 @@ use crate::domain::outcome::Recorded;
 use crate::store::health::DatabaseHealth;
 use crate::store::{Backend, Store, StoreError};
 
-/// How many callbacks may wait for a writer before submitters wait for room.
-const QUEUE_CAPACITY: usize = 4096;
+/// How long a callback may wait for room in a full queue before it is answered 503: the
+/// writers have fallen behind, and a bounded answer beats unbounded latency and memory.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long one write to a database server may take before it counts as unavailable. A
 /// healthy commit takes milliseconds; a network partition or a table lock held by someone
@@ -45,18 +46,21 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// Longest wait for one write before the database counts as unavailable.
     pub write_deadline: Option<Duration>,
+    /// Most callbacks waiting for a writer.
+    pub queue: usize,
 }
 
 impl BatchSettings {
     /// SQLite has one writer at a time anyway, and its busy timeout bounds every write (an
     /// embedded engine's call cannot be abandoned midway safely); PostgreSQL commits in
     /// parallel, over a network that may stop answering.
-    pub fn for_backend(backend: Backend, max_batch: usize) -> Self {
+    pub fn for_backend(backend: Backend, max_batch: usize, queue: usize) -> Self {
         let sqlite = backend == Backend::Sqlite;
         Self {
             writers: if sqlite { 1 } else { 4 },
             max_batch,
             write_deadline: (!sqlite).then_some(SERVER_WRITE_DEADLINE),
+            queue,
         }
     }
 }
@@ -69,6 +73,9 @@ pub enum IngestError {
     Store(Arc<StoreError>),
     #[error("the callback writer has stopped")]
     Stopped,
+    /// The queue stayed full: the writers have fallen behind.
+    #[error("the callback writers are behind; the queue is full")]
+    Busy,
 }
 
 struct Job {
@@ -90,7 +97,7 @@ impl Ingestor {
         settings: BatchSettings,
         health: Arc<DatabaseHealth>,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (queue, receiver) = mpsc::channel(settings.queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let recorder = Recorder::new(store, settings.write_deadline);
         let spool = spool.map(Arc::new);
@@ -117,10 +124,14 @@ impl Ingestor {
     /// Stores one callback durably; returns once it is committed (or was already stored).
     pub async fn submit(&self, callback: Callback) -> Result<Recorded, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job { callback, reply })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
+        match tokio::time::timeout(QUEUE_WAIT, self.queue.send(Job { callback, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(IngestError::Stopped),
+            Err(_) => {
+                metrics::counter!("callhook_callbacks_total", "result" => "busy").increment(1);
+                return Err(IngestError::Busy);
+            }
+        }
         let recorded = answer
             .await
             .map_err(|_| IngestError::Stopped)?

@@ -433,3 +433,35 @@ async fn reads_during_a_postgres_outage_answer_503_quickly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Writers that fall behind (here: SQLite's write lock held elsewhere) fill the queue; a
+/// callback that finds no room within a second is answered 503 with Retry-After rather than
+/// waiting out the request timeout, and those that were queued are stored once it clears.
+#[tokio::test]
+async fn a_full_ingest_queue_answers_503_promptly() {
+    let app = TestApp::spawn_with(Backend::Sqlite, flags(&[("ingest-queue-max", "1")])).await;
+    let lock = Outage::lock(&app.database_url).await;
+    let started = Instant::now();
+    let mut posts = tokio::task::JoinSet::new();
+    for n in 0..3 {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/status/{SECRET}")))
+            .body(callback(&format!("CON-queue-{n}"), "busy", "2022-05-31T06:40:45Z").to_string());
+        posts.spawn(async move { request.send().await.unwrap() });
+    }
+    let first = posts.join_next().await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.headers()["retry-after"], "1");
+    assert_problem(first, 503).await;
+    lock.end().await;
+    while let Some(queued) = posts.join_next().await {
+        assert_eq!(queued.unwrap().status(), 204);
+    }
+    let stored = app.get_json("/v1/outcomes").await;
+    assert_eq!(stored["items"].as_array().unwrap().len(), 2);
+}
