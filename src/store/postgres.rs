@@ -241,37 +241,43 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip(self))]
     async fn outcome(&self, conversation_uuid: &str) -> Result<Option<Outcome>, StoreError> {
-        // One snapshot, so that the events agree with the outcome's count and status.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let sql = format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE conversation_uuid = $1");
+        // One statement, so one snapshot (the events agree with the outcome's count and
+        // status) and one round trip; the events come as parallel arrays, oldest first.
+        let sql = format!(
+            "SELECT {OUTCOME_COLUMNS}, e.statuses, e.occurred, e.received, e.payloads \
+             FROM outcomes CROSS JOIN LATERAL ( \
+               SELECT array_agg(status ORDER BY occurred_at, received_at, id) AS statuses, \
+                      array_agg(occurred_at ORDER BY occurred_at, received_at, id) AS occurred, \
+                      array_agg(received_at ORDER BY occurred_at, received_at, id) AS received, \
+                      array_agg(payload ORDER BY occurred_at, received_at, id) AS payloads \
+               FROM callback_events \
+               WHERE callback_events.conversation_uuid = outcomes.conversation_uuid) e \
+             WHERE outcomes.conversation_uuid = $1"
+        );
         let Some(row) = sqlx::query(&sql)
             .bind(conversation_uuid)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
         else {
             return Ok(None);
         };
         let mut outcome = outcome_from_row(&row)?;
-        let events = sqlx::query(
-            "SELECT status, occurred_at, received_at, payload FROM callback_events \
-             WHERE conversation_uuid = $1 ORDER BY occurred_at, received_at, id",
-        )
-        .bind(conversation_uuid)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let statuses: Vec<String> = row.try_get::<Option<_>, _>("statuses")?.unwrap_or_default();
+        let occurred: Vec<Timestamp> = row.try_get::<Option<_>, _>("occurred")?.unwrap_or_default();
+        let received: Vec<Timestamp> = row.try_get::<Option<_>, _>("received")?.unwrap_or_default();
+        let payloads: Vec<String> = row.try_get::<Option<_>, _>("payloads")?.unwrap_or_default();
         outcome.events = Some(
-            events
-                .iter()
-                .map(|row| {
+            statuses
+                .into_iter()
+                .zip(occurred)
+                .zip(received)
+                .zip(payloads)
+                .map(|(((status, occurred_at), received_at), payload)| {
                     Ok(Event {
-                        status: row.try_get("status")?,
-                        occurred_at: row.try_get("occurred_at")?,
-                        received_at: row.try_get("received_at")?,
-                        payload: raw_json(row.try_get("payload")?)?,
+                        status,
+                        occurred_at,
+                        received_at,
+                        payload: raw_json(payload)?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
