@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::FieldError;
+use crate::ingest::IngestError;
 use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -54,7 +55,7 @@ pub enum ApiError {
     Store(#[from] StoreError),
     /// A callback could not be committed (shared by the callbacks of one batch).
     #[error(transparent)]
-    Ingest(crate::ingest::IngestError),
+    Ingest(IngestError),
     /// Any other status with a safe detail (axum's own rejections, fallbacks).
     #[error("{detail}")]
     Other { status: StatusCode, detail: String },
@@ -85,7 +86,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Ingest(crate::ingest::IngestError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ingest(IngestError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) | Self::Ingest(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Other { status, .. } | Self::Call { status, .. } => *status,
         }
@@ -168,7 +169,7 @@ impl ApiError {
             Self::Store(err) if err.is_unavailable() => {
                 Problem::new(status, "the database is unavailable; retry shortly")
             }
-            Self::Ingest(crate::ingest::IngestError::Busy) => Problem::new(
+            Self::Ingest(IngestError::Busy) => Problem::new(
                 status,
                 "callhook is storing callbacks as fast as the database takes them and has no \
                  room for more; retry shortly",
@@ -203,7 +204,7 @@ impl ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(DATABASE_RETRY_AFTER),
             )],
-            Self::Ingest(crate::ingest::IngestError::Busy) => {
+            Self::Ingest(IngestError::Busy) => {
                 vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
             Self::Call {

@@ -90,12 +90,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, content_type = "application/json", body = Object))
 )]
 pub async fn openapi(Extension(document): Extension<OpenApiDocument>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.0.to_string(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
 }
 
 /// The OpenAPI document, generated once when the router is built.
 #[derive(Clone)]
-pub struct OpenApiDocument(pub std::sync::Arc<str>);
+pub struct OpenApiDocument(pub axum::body::Bytes);

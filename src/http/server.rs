@@ -42,16 +42,15 @@ struct Connection {
     evict: Notify,
 }
 
-#[derive(Default)]
 struct Registry {
-    started: Option<Instant>,
+    started: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
 }
 
 impl Registry {
     fn now_ms(&self) -> u64 {
-        self.started.map_or(0, |s| s.elapsed().as_millis() as u64)
+        self.started.elapsed().as_millis() as u64
     }
 
     fn len(&self) -> usize {
@@ -123,8 +122,9 @@ pub async fn serve(
 ) -> io::Result<()> {
     let App { router, limits } = app;
     let registry = Arc::new(Registry {
-        started: Some(Instant::now()),
-        ..Registry::default()
+        started: Instant::now(),
+        next_id: AtomicU64::new(0),
+        open: Mutex::default(),
     });
     let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let (stop, stopping) = watch::channel(false);

@@ -189,25 +189,26 @@ impl Store for PostgresStore {
             )
             .fetch_all(&mut *tx)
             .await?;
+        // Each stored key is found in the sorted input without copying it; the first of two
+        // copies of a key is the one stored.
         let mut recorded = vec![Recorded::Duplicate; callbacks.len()];
-        let mut stored = Vec::with_capacity(stored_keys.len());
-        let mut keys: std::collections::HashSet<(String, String, Timestamp)> = stored_keys
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        for &index in &order {
-            let cb = &callbacks[index];
-            // The first of two copies of a key is the one stored.
-            let key = (
-                cb.conversation_uuid.to_string(),
-                cb.status.clone(),
-                cb.occurred_at,
-            );
-            if keys.remove(&key) {
-                recorded[index] = Recorded::Stored;
-                stored.push(cb);
-            }
+        for row in &stored_keys {
+            let (conversation, status, occurred_at): (&str, &str, Timestamp) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let first = sorted.partition_point(|cb| {
+                (
+                    cb.conversation_uuid.as_str(),
+                    cb.status.as_str(),
+                    cb.occurred_at,
+                ) < (conversation, status, occurred_at)
+            });
+            recorded[order[first]] = Recorded::Stored;
         }
+        let stored: Vec<&Callback> = order
+            .iter()
+            .filter(|&&index| recorded[index] == Recorded::Stored)
+            .map(|&index| &callbacks[index])
+            .collect();
         if !stored.is_empty() {
             sqlx::query(FOLD_OUTCOMES.as_str())
                 .bind(
