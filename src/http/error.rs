@@ -124,11 +124,6 @@ impl Problem {
         self.call_id = Some(call_id);
         self
     }
-
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
 }
 
 impl IntoResponse for Problem {

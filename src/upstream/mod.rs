@@ -60,16 +60,6 @@ pub enum Failure {
     UnreadableAnswer(u16),
 }
 
-impl Failure {
-    /// Whether the request may have reached AI Studio and rung somebody.
-    pub fn may_have_rung(&self) -> bool {
-        matches!(
-            self,
-            Self::Timeout | Self::Interrupted(_) | Self::UnreadableAnswer(_)
-        )
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     message: Option<String>,
