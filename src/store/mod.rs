@@ -1,7 +1,12 @@
 //! Durable state behind one trait, with a module per backend. SQL lives here and nowhere else.
 
+mod batch;
+mod dialect;
 pub mod health;
 mod postgres;
+mod rows;
+mod sql;
+mod sql_store;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -20,8 +25,9 @@ use crate::domain::rejected::RejectedCallback;
 use crate::domain::stats::{Stats, StatsWindow};
 use crate::domain::time::Timestamp;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+use postgres::Postgres;
+use sql_store::SqlStore;
+use sqlite::Sqlite;
 
 /// The database engine behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,42 +234,14 @@ pub trait Store: Send + Sync + 'static {
 pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let scheme = database_url.split(':').next().unwrap_or_default();
     match scheme {
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(database_url).await?)),
-        "sqlite" => Ok(Arc::new(SqliteStore::connect(database_url).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(SqlStore::new(
+            Postgres::connect(database_url).await?,
+        ))),
+        "sqlite" => Ok(Arc::new(SqlStore::new(
+            Sqlite::connect(database_url).await?,
+        ))),
         _ => Err(StoreError::UnsupportedUrl),
     }
-}
-
-/// Picks the latest outcome of each call among `outcomes` (any order).
-fn latest_outcome_per_call(outcomes: Vec<Outcome>) -> std::collections::HashMap<Uuid, Outcome> {
-    let mut latest = std::collections::HashMap::<Uuid, Outcome>::new();
-    for outcome in outcomes {
-        let Some(call_id) = outcome.call_id else {
-            continue;
-        };
-        match latest.get(&call_id) {
-            Some(seen) if seen.occurred_at >= outcome.occurred_at => {}
-            _ => {
-                latest.insert(call_id, outcome);
-            }
-        }
-    }
-    latest
-}
-
-fn upstream_error(status: Option<i32>, message: Option<String>) -> Option<UpstreamError> {
-    message.map(|message| UpstreamError {
-        status: status.and_then(|s| u16::try_from(s).ok()),
-        message,
-    })
-}
-
-fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, StoreError> {
-    serde_json::value::RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn status_code(stored: i32) -> Result<u16, StoreError> {
-    u16::try_from(stored).map_err(|e| StoreError::Corrupt(format!("status {stored}: {e}")))
 }
 
 /// What a claim found for a key already stored: another body, an answer, or work in progress.
@@ -287,7 +265,7 @@ fn claim_from_parts(
         None => Vec::new(),
     };
     Ok(Claim::Completed(StoredAnswer {
-        status: status_code(status)?,
+        status: rows::status_code(status)?,
         headers,
         body,
     }))
@@ -295,12 +273,6 @@ fn claim_from_parts(
 
 fn headers_json(answer: &StoredAnswer) -> String {
     serde_json::to_string(&answer.headers).expect("header pairs serialize")
-}
-
-fn region(stored: &str) -> Result<Region, StoreError> {
-    stored
-        .parse()
-        .map_err(|e: String| StoreError::Corrupt(format!("call region: {e}")))
 }
 
 fn parameters_json(parameters: &[SessionParameter]) -> String {

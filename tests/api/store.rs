@@ -1,10 +1,13 @@
 //! The store on its own, where the HTTP layer cannot reach: many transactions at once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use callhook::domain::callback::Callback;
 use callhook::domain::outcome::Recorded;
-use callhook::domain::time::now;
+use callhook::domain::page::PageRequest;
+use callhook::domain::stats::StatsWindow;
+use callhook::domain::time::{Timestamp, now, parse_timestamp};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -12,6 +15,7 @@ use crate::helpers::*;
 backend_tests!(
     overlapping_batches_of_one_conversation_all_commit,
     a_batch_folds_like_its_events_one_by_one,
+    stats_count_any_window_as_the_outcomes_stand,
 );
 
 fn event(conversation: &str, status: &str, second: u32) -> Callback {
@@ -116,4 +120,96 @@ async fn a_batch_folds_like_its_events_one_by_one(backend: Backend) {
             .collect()
     };
     assert_eq!(statuses(&batch), statuses(&single));
+}
+
+/// The hourly counts behind `/v1/stats` agree with the outcomes themselves for windows that
+/// cut hours anywhere, with and without an agent, after concurrent batches have moved
+/// outcomes across statuses, agents and hours (a later event can win from the next hour).
+async fn stats_count_any_window_as_the_outcomes_stand(backend: Backend) {
+    let (url, _dir) = fresh_database(backend).await;
+    let store = callhook::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let start = parse_timestamp("2026-03-01T10:00:00Z").unwrap();
+    let statuses = ["busy", "timeout", "failed", "rejected", "cancelled"];
+    let mut seed: u64 = 7;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut batches: Vec<Vec<Callback>> = vec![Vec::new(); 24];
+    for n in 0..600u64 {
+        let conversation = format!("CON-{}", next(120));
+        let minute = next(4 * 60) as i64;
+        let mut body = serde_json::json!({
+            "conversation_uuid": conversation,
+            "status": statuses[next(5) as usize],
+            "timestamp": callhook::domain::time::format_timestamp(
+                &(start + chrono::Duration::minutes(minute) + chrono::Duration::milliseconds(n as i64))),
+        });
+        if next(4) > 0 {
+            body["agent_id"] = format!("agent-{}", next(3)).into();
+        }
+        let callback = Callback::parse(body.to_string().as_bytes(), None, now()).unwrap();
+        batches[next(24) as usize].push(callback);
+    }
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_callbacks(&batch).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every batch commits");
+    }
+    let outcomes = store
+        .outcomes(
+            &Default::default(),
+            &PageRequest {
+                limit: 1000,
+                after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    assert!(outcomes.len() > 100);
+    let at = |minutes: i64| {
+        start + chrono::Duration::minutes(minutes) + chrono::Duration::seconds(minutes % 7)
+    };
+    let windows: Vec<(Timestamp, Timestamp)> = vec![
+        (at(0), at(240)),
+        (at(-60), at(300)),
+        (at(13), at(197)),
+        (at(60), at(120)),
+        (at(61), at(119)),
+        (at(5), at(50)),
+        (at(59), at(61)),
+        (at(100), at(100)),
+    ];
+    for (since, until) in windows {
+        for agent_id in [None, Some("agent-1".to_owned())] {
+            let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+            for o in &outcomes {
+                if o.occurred_at >= since
+                    && o.occurred_at < until
+                    && (agent_id.is_none() || o.agent_id == agent_id)
+                {
+                    *expected.entry(o.status.clone()).or_default() += 1;
+                }
+            }
+            let window = StatsWindow {
+                since,
+                until,
+                agent_id: agent_id.clone(),
+            };
+            let stats = store.stats(&window).await.unwrap();
+            assert_eq!(
+                stats.outcomes, expected,
+                "{since} .. {until}, agent {agent_id:?}"
+            );
+        }
+    }
 }

@@ -1,0 +1,91 @@
+//! Result rows into domain values, the same for both backends.
+
+use serde_json::value::RawValue;
+
+use super::StoreError;
+use super::sql::Columns;
+use crate::domain::call::{Call, CallState, UpstreamError};
+use crate::domain::outcome::{Event, Outcome};
+use crate::domain::region::Region;
+use crate::domain::rejected::RejectedCallback;
+
+pub(super) const OUTCOME_COLUMNS: &str = "conversation_uuid, status, agent_id, destination, \
+     occurred_at, call_id, event_count, first_received_at, last_received_at";
+
+pub(super) const CALL_COLUMNS: &str = "id, agent_id, destination, region, \
+     hangup_on_answer_machine, session_parameters, metadata, state, session_id, \
+     session_start_time, error_status, error_message, created_at";
+
+pub(super) const REJECTED_COLUMNS: &str = "id, received_at, status, reason, content_type, body";
+
+pub(super) fn outcome(row: &impl Columns) -> Result<Outcome, StoreError> {
+    Ok(Outcome {
+        conversation_uuid: row.text("conversation_uuid")?,
+        status: row.text("status")?,
+        agent_id: row.opt_text("agent_id")?,
+        to: row.opt_text("destination")?,
+        occurred_at: row.time("occurred_at")?,
+        call_id: row.opt_uuid("call_id")?,
+        event_count: row.int("event_count")?,
+        first_received_at: row.time("first_received_at")?,
+        last_received_at: row.time("last_received_at")?,
+        events: None,
+    })
+}
+
+/// An event from columns named `event_status`, `event_occurred_at`, … (a join with its outcome).
+pub(super) fn event(row: &impl Columns) -> Result<Event, StoreError> {
+    Ok(Event {
+        status: row.text("event_status")?,
+        occurred_at: row.time("event_occurred_at")?,
+        received_at: row.time("event_received_at")?,
+        payload: raw_json(row.text("event_payload")?)?,
+    })
+}
+
+pub(super) fn call(row: &impl Columns) -> Result<Call, StoreError> {
+    let state = row.text("state")?;
+    let region = row.text("region")?;
+    let error_status = row.opt_int32("error_status")?;
+    Ok(Call {
+        id: row.uuid("id")?,
+        agent_id: row.text("agent_id")?,
+        to: row.text("destination")?,
+        region: region
+            .parse::<Region>()
+            .map_err(|e| StoreError::Corrupt(format!("call region: {e}")))?,
+        hangup_on_answer_machine: row.boolean("hangup_on_answer_machine")?,
+        session_parameters: serde_json::from_str(&row.text("session_parameters")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: row.opt_text("metadata")?.map(raw_json).transpose()?,
+        state: CallState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("call state {state}")))?,
+        session_id: row.opt_text("session_id")?,
+        session_start_time: row.opt_time("session_start_time")?,
+        error: row.opt_text("error_message")?.map(|message| UpstreamError {
+            status: error_status.and_then(|s| u16::try_from(s).ok()),
+            message,
+        }),
+        outcome: None,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(super) fn rejected(row: &impl Columns) -> Result<RejectedCallback, StoreError> {
+    Ok(RejectedCallback {
+        id: row.uuid("id")?,
+        received_at: row.time("received_at")?,
+        status: status_code(row.int32("status")?)?,
+        reason: row.text("reason")?,
+        content_type: row.opt_text("content_type")?,
+        body: row.bytes("body")?,
+    })
+}
+
+pub(super) fn raw_json(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn status_code(stored: i32) -> Result<u16, StoreError> {
+    u16::try_from(stored).map_err(|e| StoreError::Corrupt(format!("status {stored}: {e}")))
+}
