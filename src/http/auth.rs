@@ -12,10 +12,11 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 
-/// Secrets kept only as digests, compared in constant time.
+/// Secrets kept only as digests, compared in constant time. Shared, since the application
+/// state that holds it is cloned for every request.
 #[derive(Clone, Default)]
 pub struct SecretSet {
-    digests: Vec<[u8; 32]>,
+    digests: std::sync::Arc<[[u8; 32]]>,
 }
 
 impl SecretSet {

@@ -120,16 +120,13 @@ impl Dialect for Postgres {
     }
 
     async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
-        let mut tx = self.pool.begin().await?;
         // A lock held elsewhere makes the server give up too, not only the client, so that a
-        // connection abandoned by the ingest deadline is freed rather than left waiting.
-        sqlx::query(
-            "SELECT set_config('lock_timeout', '4s', true), \
-                    set_config('statement_timeout', '4s', true)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(tx)
+        // connection abandoned by the ingest deadline is freed rather than left waiting. One
+        // simple query, so one round trip.
+        Ok(self
+            .pool
+            .begin_with("BEGIN; SET LOCAL lock_timeout = '4s'; SET LOCAL statement_timeout = '4s'")
+            .await?)
     }
 
     async fn fetch_all_in(tx: &mut Self::Tx, mut sql: Sql) -> Result<Vec<PgRow>, StoreError> {
