@@ -1,5 +1,6 @@
--- Outcomes counted per UTC hour of their occurred_at, status and agent, so that GET /v1/stats
--- sums whole hours instead of counting outcomes. The batch that folds callbacks into outcomes
+-- Outcomes counted per UTC hour and per UTC minute of their occurred_at (`minutes`: 60 or 1),
+-- status and agent, so that GET /v1/stats sums whole hours, then whole minutes, and counts
+-- only the partial minutes at either end of its window row by row. The batch that folds callbacks into outcomes
 -- moves each outcome's count in the same transaction. `agent` is '=' followed by the agent
 -- id, or '' for outcomes without one, so that the key is never null. The table is not keyed
 -- by conversation_uuid: on Citus it stays on the coordinator, undistributed.
@@ -8,11 +9,12 @@
 -- update and returned by it, so that the count moves from exactly the row it replaced.
 
 CREATE TABLE outcome_counts (
-    hour   timestamptz NOT NULL,
-    status text        COLLATE "C" NOT NULL,
-    agent  text        COLLATE "C" NOT NULL,
-    count  bigint      NOT NULL,
-    PRIMARY KEY (hour, status, agent)
+    minutes integer     NOT NULL,
+    bucket  timestamptz NOT NULL,
+    status  text        COLLATE "C" NOT NULL,
+    agent   text        COLLATE "C" NOT NULL,
+    count   bigint      NOT NULL,
+    PRIMARY KEY (minutes, bucket, status, agent)
 );
 
 ALTER TABLE outcomes
@@ -20,8 +22,8 @@ ALTER TABLE outcomes
     ADD COLUMN previous_agent_id    text,
     ADD COLUMN previous_occurred_at timestamptz;
 
-INSERT INTO outcome_counts (hour, status, agent, count)
-SELECT date_bin('1 hour', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), status,
-       coalesce('=' || agent_id, ''), count(*)
-FROM outcomes
-GROUP BY 1, 2, 3;
+INSERT INTO outcome_counts (minutes, bucket, status, agent, count)
+SELECT w.minutes, date_bin(make_interval(mins => w.minutes), occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+       status, coalesce('=' || agent_id, ''), count(*)
+FROM outcomes CROSS JOIN (VALUES (60), (1)) AS w(minutes)
+GROUP BY 1, 2, 3, 4;

@@ -9,8 +9,6 @@ use uuid::Uuid;
 use crate::domain::callback::Callback;
 use crate::domain::time::{Timestamp, from_micros, to_micros};
 
-const HOUR_MICROS: i64 = 3_600_000_000;
-
 /// The order in which events compete for their outcome: the greatest wins. The same rule
 /// holds across batches (see the outcome upsert), so any split into batches and any arrival
 /// order give the same outcome.
@@ -70,46 +68,95 @@ pub(super) fn fold(stored: &[&Callback]) -> Vec<Folded> {
         .collect()
 }
 
-/// Where an outcome is counted in the hourly counts: the hour its `occurred_at` falls in,
-/// its status and its agent.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct CountKey {
-    pub hour: Timestamp,
-    pub status: String,
-    pub agent: String,
+/// The widths of the buckets outcomes are counted in: hours for the bulk of a window, minutes
+/// for its partial hours, so that only its partial minutes are counted row by row.
+pub(super) const WIDTHS: [Width; 2] = [Width::Hour, Width::Minute];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Width {
+    Hour,
+    Minute,
 }
 
-impl CountKey {
-    pub fn new(occurred_at: Timestamp, status: String, agent_id: Option<&str>) -> Self {
-        Self {
-            hour: hour_of(occurred_at),
-            status,
-            agent: agent_key(agent_id),
+impl Width {
+    fn micros(self) -> i64 {
+        match self {
+            Self::Hour => 3_600_000_000,
+            Self::Minute => 60_000_000,
+        }
+    }
+
+    /// How the counts table keys the width: its length in minutes.
+    pub fn minutes(self) -> i64 {
+        self.micros() / 60_000_000
+    }
+
+    /// The start of the bucket `at` falls in.
+    pub fn floor(self, at: Timestamp) -> Timestamp {
+        from_micros(to_micros(&at).div_euclid(self.micros()) * self.micros())
+    }
+
+    /// The start of the first bucket that begins at or after `at`.
+    pub fn ceil(self, at: Timestamp) -> Timestamp {
+        let floor = self.floor(at);
+        if floor == at {
+            floor
+        } else {
+            from_micros(to_micros(&floor) + self.micros())
         }
     }
 }
 
-/// How the hourly counts key an agent: `=` and the id, or empty for an outcome without one,
-/// so that the key is never null.
+/// Where an outcome is counted: a bucket of its `occurred_at`, its status and its agent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct CountKey {
+    pub width: Width,
+    pub bucket: Timestamp,
+    pub status: String,
+    pub agent: String,
+}
+
+/// How the counts key an agent: `=` and the id, or empty for an outcome without one, so that
+/// the key is never null.
 pub(super) fn agent_key(agent_id: Option<&str>) -> String {
     agent_id.map(|id| format!("={id}")).unwrap_or_default()
 }
 
-/// Changes to the hourly counts, by key, in key order (the order their row locks are
-/// taken in); keys whose changes cancel out are left out.
+/// Where an outcome is counted: its `occurred_at`, status and agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Counted {
+    pub occurred_at: Timestamp,
+    pub status: String,
+    pub agent_id: Option<String>,
+}
+
+impl Counted {
+    fn keys(&self) -> impl Iterator<Item = CountKey> + '_ {
+        WIDTHS.into_iter().map(|width| CountKey {
+            width,
+            bucket: width.floor(self.occurred_at),
+            status: self.status.clone(),
+            agent: agent_key(self.agent_id.as_deref()),
+        })
+    }
+}
+
+/// Changes to the counts, by key, in key order (the order their row locks are taken in);
+/// keys whose changes cancel out are left out.
 #[derive(Debug, Default)]
 pub(super) struct CountChanges(BTreeMap<CountKey, i64>);
 
 impl CountChanges {
-    /// An outcome now counted under `now`, and before under `before` if it existed.
-    pub fn moved(&mut self, before: Option<CountKey>, now: CountKey) {
-        if before.as_ref() == Some(&now) {
-            return;
-        }
+    /// An outcome now counted as `now`, and before as `before` if it existed.
+    pub fn moved(&mut self, before: Option<Counted>, now: Counted) {
         if let Some(before) = before {
-            *self.0.entry(before).or_default() -= 1;
+            for key in before.keys() {
+                *self.0.entry(key).or_default() -= 1;
+            }
         }
-        *self.0.entry(now).or_default() += 1;
+        for key in now.keys() {
+            *self.0.entry(key).or_default() += 1;
+        }
     }
 
     pub fn into_changes(self) -> Vec<(CountKey, i64)> {
@@ -117,26 +164,46 @@ impl CountChanges {
     }
 }
 
-/// The start of the UTC hour `at` falls in.
-pub(super) fn hour_of(at: Timestamp) -> Timestamp {
-    from_micros(to_micros(&at).div_euclid(HOUR_MICROS) * HOUR_MICROS)
+/// A part of a stats window `[since, until)`: whole buckets of one width, or what lies
+/// between bucket edges and is counted from the outcomes themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WindowPart {
+    Buckets(Width, Timestamp, Timestamp),
+    Rows(Timestamp, Timestamp),
 }
 
-/// The start of the first UTC hour that begins at or after `at`.
-pub(super) fn hour_from(at: Timestamp) -> Timestamp {
-    let hour = hour_of(at);
-    if hour == at {
-        hour
-    } else {
-        from_micros(to_micros(&hour) + HOUR_MICROS)
+/// Splits a window into whole hours, the whole minutes around them and the partial minutes
+/// at either end, leaving out empty parts.
+pub(super) fn window_parts(since: Timestamp, until: Timestamp) -> Vec<WindowPart> {
+    let (first_minute, last_minute) = (Width::Minute.ceil(since), Width::Minute.floor(until));
+    if first_minute >= last_minute {
+        return vec![WindowPart::Rows(since, until)];
     }
+    let (first_hour, last_hour) = (Width::Hour.ceil(since), Width::Hour.floor(until));
+    let mut parts = vec![WindowPart::Rows(since, first_minute)];
+    if first_hour < last_hour {
+        parts.push(WindowPart::Buckets(Width::Minute, first_minute, first_hour));
+        parts.push(WindowPart::Buckets(Width::Hour, first_hour, last_hour));
+        parts.push(WindowPart::Buckets(Width::Minute, last_hour, last_minute));
+    } else {
+        parts.push(WindowPart::Buckets(
+            Width::Minute,
+            first_minute,
+            last_minute,
+        ));
+    }
+    parts.push(WindowPart::Rows(last_minute, until));
+    parts.retain(|part| match part {
+        WindowPart::Buckets(_, a, b) | WindowPart::Rows(a, b) => a < b,
+    });
+    parts
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::callback::Callback;
-    use crate::domain::time::parse_timestamp;
+    use crate::domain::time::{format_timestamp, parse_timestamp};
 
     fn callback(conversation: &str, status: &str, occurred: &str, received: &str) -> Callback {
         let body = format!(
@@ -202,43 +269,117 @@ mod tests {
         assert_eq!(fold(&[&b, &a])[0].status, "busy");
     }
 
-    #[test]
-    fn a_move_within_one_key_changes_nothing_and_a_move_across_keys_moves_one() {
-        let at = parse_timestamp("2026-01-01T10:59:59.999999Z").unwrap();
-        let next = parse_timestamp("2026-01-01T11:00:00Z").unwrap();
-        let mut changes = CountChanges::default();
-        changes.moved(None, CountKey::new(at, "busy".into(), Some("a")));
-        changes.moved(
-            Some(CountKey::new(at, "busy".into(), Some("a"))),
-            CountKey::new(at, "busy".into(), Some("a")),
-        );
-        changes.moved(
-            Some(CountKey::new(at, "busy".into(), None)),
-            CountKey::new(next, "busy".into(), None),
-        );
-        let changes = changes.into_changes();
-        assert_eq!(changes.len(), 3);
-        assert_eq!(changes[0].0.agent, "");
-        assert_eq!(changes[0].1, -1);
-        assert_eq!(changes[1].0.agent, "=a");
-        assert_eq!(changes[1].1, 1);
-        assert_eq!(changes[2].0.hour, next);
-        assert_eq!(changes[2].1, 1);
+    fn counted(at: &str, status: &str, agent: Option<&str>) -> Counted {
+        Counted {
+            occurred_at: parse_timestamp(at).unwrap(),
+            status: status.into(),
+            agent_id: agent.map(str::to_owned),
+        }
     }
 
     #[test]
-    fn hours_are_utc_hours_before_and_after_the_epoch() {
-        let at = parse_timestamp("1969-12-31T23:30:00Z").unwrap();
+    fn a_move_within_one_bucket_changes_nothing_and_across_buckets_moves_one_in_each_width() {
+        let mut changes = CountChanges::default();
+        changes.moved(None, counted("2026-01-01T10:59:59.9Z", "busy", Some("a")));
+        changes.moved(
+            Some(counted("2026-01-01T10:59:59.9Z", "busy", Some("a"))),
+            counted("2026-01-01T10:59:59.95Z", "busy", Some("a")),
+        );
+        changes.moved(
+            Some(counted("2026-01-01T10:59:00Z", "busy", None)),
+            counted("2026-01-01T11:00:00Z", "busy", None),
+        );
+        let changes: Vec<(Width, String, String, i64)> = changes
+            .into_changes()
+            .into_iter()
+            .map(|(k, n)| (k.width, format_timestamp(&k.bucket), k.agent, n))
+            .collect();
+        let expected = [
+            (Width::Hour, "2026-01-01T10:00:00.000Z", "", -1),
+            (Width::Hour, "2026-01-01T10:00:00.000Z", "=a", 1),
+            (Width::Hour, "2026-01-01T11:00:00.000Z", "", 1),
+            (Width::Minute, "2026-01-01T10:59:00.000Z", "", -1),
+            (Width::Minute, "2026-01-01T10:59:00.000Z", "=a", 1),
+            (Width::Minute, "2026-01-01T11:00:00.000Z", "", 1),
+        ];
+        let expected: Vec<(Width, String, String, i64)> = expected
+            .into_iter()
+            .map(|(w, b, a, n)| (w, b.to_owned(), a.to_owned(), n))
+            .collect();
+        assert_eq!(changes, expected);
+    }
+
+    #[test]
+    fn buckets_are_utc_before_and_after_the_epoch() {
+        let at = parse_timestamp("1969-12-31T23:30:30Z").unwrap();
         assert_eq!(
-            hour_of(at),
+            Width::Hour.floor(at),
             parse_timestamp("1969-12-31T23:00:00Z").unwrap()
         );
         assert_eq!(
-            hour_from(at),
+            Width::Hour.ceil(at),
             parse_timestamp("1970-01-01T00:00:00Z").unwrap()
         );
+        assert_eq!(
+            Width::Minute.ceil(at),
+            parse_timestamp("1969-12-31T23:31:00Z").unwrap()
+        );
         let whole = parse_timestamp("2026-01-01T10:00:00Z").unwrap();
-        assert_eq!(hour_of(whole), whole);
-        assert_eq!(hour_from(whole), whole);
+        assert_eq!(Width::Hour.floor(whole), whole);
+        assert_eq!(Width::Hour.ceil(whole), whole);
+    }
+
+    #[test]
+    fn a_window_splits_into_rows_minutes_hours_minutes_rows_that_tile_it() {
+        let t = |s: &str| parse_timestamp(s).unwrap();
+        let parts = window_parts(t("2026-01-01T09:58:30Z"), t("2026-01-01T12:01:15Z"));
+        assert_eq!(
+            parts,
+            [
+                WindowPart::Rows(t("2026-01-01T09:58:30Z"), t("2026-01-01T09:59:00Z")),
+                WindowPart::Buckets(
+                    Width::Minute,
+                    t("2026-01-01T09:59:00Z"),
+                    t("2026-01-01T10:00:00Z")
+                ),
+                WindowPart::Buckets(
+                    Width::Hour,
+                    t("2026-01-01T10:00:00Z"),
+                    t("2026-01-01T12:00:00Z")
+                ),
+                WindowPart::Buckets(
+                    Width::Minute,
+                    t("2026-01-01T12:00:00Z"),
+                    t("2026-01-01T12:01:00Z")
+                ),
+                WindowPart::Rows(t("2026-01-01T12:01:00Z"), t("2026-01-01T12:01:15Z")),
+            ]
+        );
+        assert_eq!(
+            window_parts(t("2026-01-01T10:00:00Z"), t("2026-01-01T11:00:00Z")),
+            [WindowPart::Buckets(
+                Width::Hour,
+                t("2026-01-01T10:00:00Z"),
+                t("2026-01-01T11:00:00Z")
+            )]
+        );
+        assert_eq!(
+            window_parts(t("2026-01-01T10:00:10Z"), t("2026-01-01T10:00:50Z")),
+            [WindowPart::Rows(
+                t("2026-01-01T10:00:10Z"),
+                t("2026-01-01T10:00:50Z")
+            )]
+        );
+        assert_eq!(
+            window_parts(t("2026-01-01T10:05:10Z"), t("2026-01-01T10:30:00Z")),
+            [
+                WindowPart::Rows(t("2026-01-01T10:05:10Z"), t("2026-01-01T10:06:00Z")),
+                WindowPart::Buckets(
+                    Width::Minute,
+                    t("2026-01-01T10:06:00Z"),
+                    t("2026-01-01T10:30:00Z")
+                ),
+            ]
+        );
     }
 }

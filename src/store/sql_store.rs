@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::batch::{self, CountChanges, CountKey};
+use super::batch::{self, CountChanges, CountKey, Counted, WindowPart};
 use super::dialect::Dialect;
 use super::rows::{self, CALL_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS};
 use super::sql::{Columns, Value};
@@ -115,18 +115,18 @@ impl<D: Dialect> Store for SqlStore<D> {
             let mut changes = CountChanges::default();
             for row in &moved {
                 let before = match row.opt_text("previous_status")? {
-                    Some(status) => Some(CountKey::new(
-                        row.time("previous_occurred_at")?,
+                    Some(status) => Some(Counted {
+                        occurred_at: row.time("previous_occurred_at")?,
                         status,
-                        row.opt_text("previous_agent_id")?.as_deref(),
-                    )),
+                        agent_id: row.opt_text("previous_agent_id")?,
+                    }),
                     None => None,
                 };
-                let now = CountKey::new(
-                    row.time("occurred_at")?,
-                    row.text("status")?,
-                    row.opt_text("agent_id")?.as_deref(),
-                );
+                let now = Counted {
+                    occurred_at: row.time("occurred_at")?,
+                    status: row.text("status")?,
+                    agent_id: row.opt_text("agent_id")?,
+                };
                 changes.moved(before, now);
             }
             let changes = changes.into_changes();
@@ -572,67 +572,72 @@ fn fold_outcomes<D: Dialect>(folded: &[batch::Folded]) -> super::sql::Sql {
     sql
 }
 
-/// Adds changes to the hourly outcome counts, in key order.
+/// Adds changes to the outcome counts, in key order.
 fn count_outcomes<D: Dialect>(changes: Vec<(CountKey, i64)>) -> super::sql::Sql {
     let mut sql = D::sql(
-        "INSERT INTO outcome_counts AS c (hour, status, agent, count) SELECT hour, status, agent, count FROM ",
+        "INSERT INTO outcome_counts AS c (minutes, bucket, status, agent, count) \
+         SELECT minutes, bucket, status, agent, count FROM ",
     );
+    let texts = |f: fn(&CountKey) -> String| {
+        Value::Texts(changes.iter().map(|(k, _)| Some(f(k))).collect())
+    };
     sql.rows(vec![
         (
-            "hour",
-            Value::Times(changes.iter().map(|(k, _)| Some(k.hour)).collect()),
-        ),
-        (
-            "status",
-            Value::Texts(
+            "minutes",
+            Value::Ints(
                 changes
                     .iter()
-                    .map(|(k, _)| Some(k.status.clone()))
+                    .map(|(k, _)| Some(k.width.minutes()))
                     .collect(),
             ),
         ),
         (
-            "agent",
-            Value::Texts(changes.iter().map(|(k, _)| Some(k.agent.clone())).collect()),
+            "bucket",
+            Value::Times(changes.iter().map(|(k, _)| Some(k.bucket)).collect()),
         ),
+        ("status", texts(|k| k.status.clone())),
+        ("agent", texts(|k| k.agent.clone())),
         (
             "count",
             Value::Ints(changes.iter().map(|(_, n)| Some(*n)).collect()),
         ),
     ]);
     sql.push(
-        " WHERE TRUE ORDER BY n ON CONFLICT (hour, status, agent) \
+        " WHERE TRUE ORDER BY n ON CONFLICT (minutes, bucket, status, agent) \
          DO UPDATE SET count = c.count + excluded.count",
     );
     sql
 }
 
-/// Outcomes by status whose `occurred_at` is in the window: whole hours from the hourly
-/// counts, the partial hours at either end from the outcomes themselves, in one statement
-/// (one snapshot).
+/// Outcomes by status whose `occurred_at` is in the window, in one statement (one snapshot):
+/// whole hours and whole minutes from the counts, the partial minutes at either end from the
+/// outcomes themselves.
 fn outcome_counts<D: Dialect>(window: &StatsWindow) -> super::sql::Sql {
-    let (since, until) = (window.since, window.until);
-    let (first_hour, last_hour) = (batch::hour_from(since), batch::hour_of(until));
     let mut sql = D::sql("SELECT key, CAST(sum(n) AS BIGINT) AS n FROM (");
-    let direct = |sql: &mut super::sql::Sql, since: Timestamp, until: Timestamp| {
-        sql.push("SELECT status AS key, count(*) AS n FROM outcomes WHERE TRUE")
-            .and_window("occurred_at", Some(since), Some(until))
-            .and_eq("agent_id", window.agent_id.as_deref())
-            .push(" GROUP BY status");
-    };
-    if first_hour < last_hour {
-        sql.push("SELECT status AS key, count AS n FROM outcome_counts WHERE TRUE")
-            .and_window("hour", Some(first_hour), Some(last_hour));
-        if let Some(agent_id) = &window.agent_id {
-            sql.push(" AND agent = ")
-                .bind(batch::agent_key(Some(agent_id)));
+    for (i, part) in batch::window_parts(window.since, window.until)
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            sql.push(" UNION ALL ");
         }
-        sql.push(" UNION ALL ");
-        direct(&mut sql, since, first_hour);
-        sql.push(" UNION ALL ");
-        direct(&mut sql, last_hour, until);
-    } else {
-        direct(&mut sql, since, until);
+        match part {
+            WindowPart::Buckets(width, since, until) => {
+                sql.push("SELECT status AS key, count AS n FROM outcome_counts WHERE minutes = ")
+                    .bind(width.minutes())
+                    .and_window("bucket", Some(since), Some(until));
+                if let Some(agent_id) = &window.agent_id {
+                    sql.push(" AND agent = ")
+                        .bind(batch::agent_key(Some(agent_id)));
+                }
+            }
+            WindowPart::Rows(since, until) => {
+                sql.push("SELECT status AS key, count(*) AS n FROM outcomes WHERE TRUE")
+                    .and_window("occurred_at", Some(since), Some(until))
+                    .and_eq("agent_id", window.agent_id.as_deref())
+                    .push(" GROUP BY status");
+            }
+        }
     }
     sql.push(") AS parts GROUP BY key");
     sql
