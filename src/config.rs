@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Log format: json, or pretty (the default when stderr is a terminal).
     #[arg(long, env = "CALLHOOK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Seconds after AI Studio initiates a call with no status callback for it before its
+    /// result is inferred as `answered` (AI Studio reports only calls not picked up).
+    #[arg(long, env = "CALLHOOK_ANSWER_GRACE_SECS", default_value_t = 180.0)]
+    pub answer_grace_secs: f64,
     /// Seconds after which a request is abandoned with 408.
     #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
     pub request_timeout_secs: f64,
@@ -113,6 +117,8 @@ pub struct Config {
     pub vgai_base_url: String,
     pub vgai_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long an initiated call waits for a callback before it counts as answered.
+    pub answer_grace: Duration,
     pub connections: ConnectionLimits,
     /// Most refused callbacks kept; 0 keeps none.
     pub rejected_max: u32,
@@ -204,6 +210,7 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
+            answer_grace: seconds("CALLHOOK_ANSWER_GRACE_SECS", args.answer_grace_secs)?,
             connections: ConnectionLimits {
                 header_timeout: seconds("CALLHOOK_HEADER_TIMEOUT_SECS", args.header_timeout_secs)?,
                 max_connections: args.max_connections as usize,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::calls::CallPlacer;
+use crate::calls::results::Inference;
 use crate::calls::status_url::StatusUrlSigner;
 use crate::config::Config;
 use crate::http::AppState;
@@ -75,6 +76,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
             database.clone(),
         ),
         rejections: Rejections::new(store.clone(), config.rejected_max),
+        inference: Arc::new(Inference::start(store.clone(), config.answer_grace)),
         store,
         placer: Arc::new(placer),
         api_tokens: SecretSet::new(&config.api_tokens),

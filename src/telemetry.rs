@@ -58,6 +58,22 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Counts a call's result as it changes (`callhook_call_results_total{result,source}`).
+pub fn count_result(result: &str, source: crate::domain::call::ResultSource) {
+    metrics::counter!(
+        "callhook_call_results_total",
+        "result" => crate::domain::call::result_label(result),
+        "source" => source.as_str()
+    )
+    .increment(1);
+}
+
+/// Counts a callback that replaced an inferred `answered`: a sign that
+/// `CALLHOOK_ANSWER_GRACE_SECS` is too short for the callbacks' delay.
+pub fn count_correction() {
+    metrics::counter!("callhook_results_corrected_total").increment(1);
+}
+
 /// Registers, at zero, the counters that alerts watch, so that they exist before their first
 /// event (a rate over a series that appears late misses its first increase).
 pub fn register_counters() {
@@ -79,11 +95,22 @@ pub fn register_counters() {
     for state in crate::domain::call::CallState::ALL {
         metrics::counter!("callhook_calls_total", "state" => state.as_str()).increment(0);
     }
+    use crate::domain::call::ResultSource;
+    for (result, source) in [
+        ("answered", ResultSource::Inferred),
+        ("answered", ResultSource::Callback),
+        ("not_placed", ResultSource::Upstream),
+        ("unknown", ResultSource::Upstream),
+    ] {
+        metrics::counter!("callhook_call_results_total", "result" => result, "source" => source.as_str())
+            .increment(0);
+    }
     for name in [
         "callhook_spool_replayed_total",
         "callhook_spool_refused_total",
         "callhook_spool_damaged_files_total",
         "callhook_connections_refused_total",
+        "callhook_results_corrected_total",
     ] {
         metrics::counter!(name).increment(0);
     }

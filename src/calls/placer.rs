@@ -94,6 +94,7 @@ impl CallPlacer {
     ) -> Result<Placement, PlaceError> {
         let client = self.client()?;
         let id = Uuid::now_v7();
+        let status_url = format!("{status_base}{}", self.signer.path(id));
         self.store
             .insert_call(&NewCall {
                 id,
@@ -103,10 +104,12 @@ impl CallPlacer {
                 hangup_on_answer_machine: request.hangup_on_answer_machine,
                 session_parameters: request.session_parameters.clone(),
                 metadata: request.metadata.clone(),
+                status_url: status_url.clone(),
+                campaign_id: None,
+                attempt: 1,
                 created_at: now(),
             })
             .await?;
-        let status_url = format!("{status_base}{}", self.signer.path(id));
         let answer = client
             .make_call(&MakeCall {
                 agent_id: &request.agent_id,

@@ -96,11 +96,102 @@ pub struct Call {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub session_start_time: Option<Timestamp>,
     pub error: Option<UpstreamError>,
+    /// The call's final answer: a failure status a callback reported (`busy`, `timeout`,
+    /// `rejected`, `cancelled`, `failed` or any other status as sent), `answered`,
+    /// `not_placed` or `unknown`; `null` while undecided.
+    #[schema(example = "answered")]
+    pub result: Option<String>,
+    /// What decided `result`.
+    pub result_source: Option<ResultSource>,
+    /// When `result` was set.
+    #[serde(serialize_with = "time::serialize_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub result_at: Option<Timestamp>,
+    /// The campaign that placed the call, if one did.
+    pub campaign_id: Option<Uuid>,
+    /// Which attempt at its destination this call is: 1 for a call placed on its own.
+    #[schema(example = 1)]
+    pub attempt: u32,
+    /// The per-call status URL given to AI Studio: post a callback here (e.g. `completed`
+    /// from an agent's end-of-call webhook) to decide the result.
+    pub status_url: Option<String>,
     /// The latest status callback for this call, if any came.
     pub outcome: Option<Outcome>,
     #[serde(serialize_with = "time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+}
+
+/// What decided a call's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultSource {
+    /// AI Studio's answer to make-call (`not_placed`, `unknown`).
+    Upstream,
+    /// A status callback for the call.
+    Callback,
+    /// The grace window passed without a callback: `answered`.
+    Inferred,
+}
+
+impl ResultSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Callback => "callback",
+            Self::Inferred => "inferred",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Upstream, Self::Callback, Self::Inferred]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// The result AI Studio's answer to make-call decides on its own, if any: a call it did not
+/// place was `not_placed`, one whose fate is unknown is `unknown`; an initiated call waits
+/// for a callback or the grace window.
+pub fn upstream_result(state: CallState) -> Option<&'static str> {
+    match state {
+        CallState::Rejected | CallState::Failed => Some(NOT_PLACED),
+        CallState::Unknown => Some(UNKNOWN),
+        CallState::Initiated => None,
+    }
+}
+
+/// The result a status callback gives its call: its status, with `answered` and `completed`
+/// (as an agent's end-of-call webhook may post) both read as `answered`.
+pub fn callback_result(status: &str) -> &str {
+    match status {
+        "answered" | "completed" => ANSWERED,
+        other => other,
+    }
+}
+
+pub const ANSWERED: &str = "answered";
+pub const NOT_PLACED: &str = "not_placed";
+pub const UNKNOWN: &str = "unknown";
+/// How `GET /v1/calls?result=` and `GET /v1/stats` name an undecided result.
+pub const PENDING: &str = "pending";
+
+/// The results a metric labels by name; any other status a callback reports is `other`, so
+/// that what clients send cannot grow the label set.
+pub fn result_label(result: &str) -> &'static str {
+    [
+        ANSWERED,
+        NOT_PLACED,
+        UNKNOWN,
+        "busy",
+        "timeout",
+        "rejected",
+        "cancelled",
+        "failed",
+    ]
+    .into_iter()
+    .find(|known| *known == result)
+    .unwrap_or("other")
 }
 
 /// Filters of `GET /v1/calls`; every one given must match.
@@ -110,6 +201,9 @@ pub struct CallFilter {
     pub to: Option<String>,
     pub states: Vec<CallState>,
     pub outcome_statuses: Vec<String>,
+    /// Results, `pending` for none yet.
+    pub results: Vec<String>,
+    pub campaign_id: Option<Uuid>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
 }

@@ -32,6 +32,8 @@ pub struct Stats {
     /// Calls created in the window, by state (every state is present).
     #[schema(value_type = BTreeMap<String, i64>)]
     pub calls: BTreeMap<CallState, i64>,
+    /// Calls created in the window, by result (`pending` for none yet).
+    pub results: BTreeMap<String, i64>,
     /// Of the calls initiated in the window: how many got a failure callback, how many none.
     pub initiated: InitiatedStats,
 }

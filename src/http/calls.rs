@@ -165,6 +165,8 @@ pub async fn get_call(
         ("to" = Option<String>, Query, description = "Destination, as typed or in digits"),
         ("state" = Option<String>, Query, description = "Comma-separated: initiated, rejected, failed, unknown"),
         ("outcome" = Option<String>, Query, description = "Comma-separated callback statuses"),
+        ("result" = Option<String>, Query, description = "Comma-separated results (answered, busy, timeout, …, not_placed, unknown), `pending` for none yet"),
+        ("campaign_id" = Option<String>, Query, format = Uuid, description = "Calls a campaign placed"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; created_at >= since"),
         ("until" = Option<String>, Query, format = DateTime, description = "RFC 3339; created_at < until"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 50"),
@@ -196,6 +198,8 @@ pub async fn list_calls(
         to: query.destination("to"),
         states,
         outcome_statuses: query.list("outcome"),
+        results: query.list("result"),
+        campaign_id: query.uuid("campaign_id"),
         since: query.timestamp("since"),
         until: query.timestamp("until"),
     };

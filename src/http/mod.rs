@@ -61,6 +61,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub connections: crate::config::ConnectionLimits,
     pub database: Arc<DatabaseHealth>,
+    /// Infers answered calls while any handle on the state lives.
+    pub inference: Arc<crate::calls::results::Inference>,
 }
 
 impl AppState {

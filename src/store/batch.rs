@@ -68,6 +68,37 @@ pub(super) fn fold(stored: &[&Callback]) -> Vec<Folded> {
         .collect()
 }
 
+/// The callback of a batch that decides its call's result: per call, the greatest by the
+/// outcome rule.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallResultOf<'a> {
+    pub call_id: Uuid,
+    pub callback: &'a Callback,
+}
+
+/// The deciding callback of each call the batch has callbacks for, in call id order (the
+/// order the update takes its row locks in).
+pub(super) fn call_results<'a>(stored: &[&'a Callback]) -> Vec<CallResultOf<'a>> {
+    let mut by_call: BTreeMap<Uuid, &'a Callback> = BTreeMap::new();
+    for &callback in stored {
+        let Some(call_id) = callback.call_id else {
+            continue;
+        };
+        by_call
+            .entry(call_id)
+            .and_modify(|best| {
+                if wins(callback, best).is_gt() {
+                    *best = callback;
+                }
+            })
+            .or_insert(callback);
+    }
+    by_call
+        .into_iter()
+        .map(|(call_id, callback)| CallResultOf { call_id, callback })
+        .collect()
+}
+
 /// The widths of the buckets outcomes are counted in: hours for the bulk of a window, minutes
 /// for its partial hours, so that only its partial minutes are counted row by row.
 pub(super) const WIDTHS: [Width; 2] = [Width::Hour, Width::Minute];

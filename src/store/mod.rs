@@ -113,10 +113,10 @@ impl StoreError {
                     // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57
                     // (operator intervention: shutdown, statement timeout), 58 (system
                     // error); 55000 (the database does not allow connections) and 55P03
-                    // (lock not available).
+                    // (lock not available); 40001 and 40P01 (serialization failure, deadlock:
+                    // the transaction was rolled back and may succeed if tried again).
                     return ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c))
-                        || code == "55000"
-                        || code == "55P03";
+                        || ["55000", "55P03", "40001", "40P01"].contains(&code.as_ref());
                 }
                 // SQLite BUSY, LOCKED, IOERR, FULL and CANTOPEN.
                 code.parse::<u32>()
@@ -138,6 +138,10 @@ pub struct NewCall {
     pub hangup_on_answer_machine: bool,
     pub session_parameters: Vec<SessionParameter>,
     pub metadata: Option<String>,
+    /// The per-call status URL given to AI Studio.
+    pub status_url: String,
+    pub campaign_id: Option<Uuid>,
+    pub attempt: u32,
     pub created_at: Timestamp,
 }
 
@@ -208,6 +212,19 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Call>, StoreError>;
     async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError>;
+
+    /// Sets `answered` (source `inferred`) on up to `limit` initiated calls without a result
+    /// that were initiated before `initiated_before`, and returns their ids. Each call is
+    /// inferred once however many replicas run this at once: rows another transaction holds
+    /// are skipped, and a row that got a result meanwhile is left alone.
+    async fn infer_answered(
+        &self,
+        initiated_before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Initiated calls still waiting for a result.
+    async fn calls_awaiting_result(&self) -> Result<i64, StoreError>;
 
     /// Keeps a refused callback, dropping the oldest beyond the newest `keep`.
     async fn keep_rejected(&self, rejected: &RejectedCallback, keep: u32)

@@ -4,7 +4,7 @@ use serde_json::value::RawValue;
 
 use super::StoreError;
 use super::sql::Columns;
-use crate::domain::call::{Call, CallState, UpstreamError};
+use crate::domain::call::{Call, CallState, ResultSource, UpstreamError};
 use crate::domain::outcome::{Event, Outcome};
 use crate::domain::region::Region;
 use crate::domain::rejected::RejectedCallback;
@@ -14,7 +14,8 @@ pub(super) const OUTCOME_COLUMNS: &str = "conversation_uuid, status, agent_id, d
 
 pub(super) const CALL_COLUMNS: &str = "id, agent_id, destination, region, \
      hangup_on_answer_machine, session_parameters, metadata, state, session_id, \
-     session_start_time, error_status, error_message, created_at";
+     session_start_time, error_status, error_message, result, result_source, result_at, \
+     campaign_id, attempt, status_url, created_at";
 
 pub(super) const REJECTED_COLUMNS: &str = "id, received_at, status, reason, content_type, body";
 
@@ -47,6 +48,13 @@ pub(super) fn call(row: &impl Columns) -> Result<Call, StoreError> {
     let state = row.text("state")?;
     let region = row.text("region")?;
     let error_status = row.opt_int32("error_status")?;
+    let result_source = row
+        .opt_text("result_source")?
+        .map(|raw| {
+            ResultSource::parse(&raw)
+                .ok_or_else(|| StoreError::Corrupt(format!("result source {raw}")))
+        })
+        .transpose()?;
     Ok(Call {
         id: row.uuid("id")?,
         agent_id: row.text("agent_id")?,
@@ -66,6 +74,13 @@ pub(super) fn call(row: &impl Columns) -> Result<Call, StoreError> {
             status: error_status.and_then(|s| u16::try_from(s).ok()),
             message,
         }),
+        result: row.opt_text("result")?,
+        result_source,
+        result_at: row.opt_time("result_at")?,
+        campaign_id: row.opt_uuid("campaign_id")?,
+        attempt: u32::try_from(row.int32("attempt")?)
+            .map_err(|e| StoreError::Corrupt(format!("attempt: {e}")))?,
+        status_url: row.opt_text("status_url")?,
         outcome: None,
         created_at: row.time("created_at")?,
     })

@@ -13,13 +13,16 @@ use super::sql::{Columns, Value};
 use super::{
     Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
 };
-use crate::domain::call::{Call, CallFilter, CallState};
+use crate::domain::call::{
+    ANSWERED, Call, CallFilter, CallState, PENDING, ResultSource, callback_result, upstream_result,
+};
 use crate::domain::callback::Callback;
 use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Cursor, Page, PageRequest};
 use crate::domain::rejected::RejectedCallback;
 use crate::domain::stats::{FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow};
 use crate::domain::time::Timestamp;
+use crate::telemetry;
 
 pub(super) struct SqlStore<D> {
     db: D,
@@ -129,10 +132,26 @@ impl<D: Dialect> Store for SqlStore<D> {
                 };
                 changes.moved(before, now);
             }
+            let results = batch::call_results(&stored);
+            let decided = if results.is_empty() {
+                Vec::new()
+            } else {
+                D::fetch_all_in(&mut tx, decide_results::<D>(&results)).await?
+            };
             let changes = changes.into_changes();
             if !changes.is_empty() {
                 D::execute_in(&mut tx, count_outcomes::<D>(changes)).await?;
             }
+            D::commit(tx).await?;
+            for row in &decided {
+                telemetry::count_result(&row.text("result")?, ResultSource::Callback);
+                if row.opt_text("previous_result_source")?.as_deref()
+                    == Some(ResultSource::Inferred.as_str())
+                {
+                    telemetry::count_correction();
+                }
+            }
+            return Ok(recorded);
         }
         D::commit(tx).await?;
         Ok(recorded)
@@ -193,7 +212,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
         let mut sql = D::sql(
             "INSERT INTO calls (id, agent_id, destination, region, hangup_on_answer_machine, \
-             session_parameters, metadata, state, created_at, updated_at) VALUES (",
+             session_parameters, metadata, state, status_url, campaign_id, attempt, created_at, \
+             updated_at) VALUES (",
         );
         sql.bind(call.id)
             .push(", ")
@@ -211,6 +231,12 @@ impl<D: Dialect> Store for SqlStore<D> {
             .push(", ")
             .bind(CallState::Unknown.as_str())
             .push(", ")
+            .bind(call.status_url.as_str())
+            .push(", ")
+            .bind(call.campaign_id)
+            .push(", ")
+            .bind(i64::from(call.attempt))
+            .push(", ")
             .bind(call.created_at)
             .push(", ")
             .bind(call.created_at)
@@ -220,6 +246,10 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     #[tracing::instrument(skip(self, result))]
     async fn finish_call(&self, id: Uuid, result: &CallResult) -> Result<(), StoreError> {
+        // A callback for the call may have come before the answer to make-call was recorded:
+        // its result stands.
+        let decided = upstream_result(result.state);
+        let keep = "CASE WHEN result_source = 'callback' THEN";
         let mut sql = D::sql("UPDATE calls SET state = ");
         sql.bind(result.state.as_str())
             .push(", session_id = ")
@@ -232,9 +262,24 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(result.error.as_ref().map(|e| e.message.as_str()))
             .push(", updated_at = ")
             .bind(result.at)
-            .push(" WHERE id = ")
+            .push(", initiated_at = ")
+            .bind((result.state == CallState::Initiated).then_some(result.at))
+            .push(&format!(", result = {keep} result ELSE "))
+            .bind(decided)
+            .push(&format!(" END, result_source = {keep} result_source ELSE "))
+            .bind(decided.map(|_| ResultSource::Upstream.as_str()))
+            .push(&format!(" END, result_at = {keep} result_at ELSE "))
+            .bind(decided.map(|_| result.at))
+            .push(" END WHERE id = ")
             .bind(id);
-        self.db.execute(sql).await.map(|_| ())
+        sql.push(" RETURNING result_source");
+        let changed = self.db.fetch_all(sql).await?;
+        if let (Some(decided), Some(row)) = (decided, changed.first())
+            && row.opt_text("result_source")?.as_deref() == Some(ResultSource::Upstream.as_str())
+        {
+            telemetry::count_result(decided, ResultSource::Upstream);
+        }
+        Ok(())
     }
 
     #[tracing::instrument(skip(self))]
@@ -263,7 +308,27 @@ impl<D: Dialect> Store for SqlStore<D> {
                 .and_in("status", &filter.outcome_statuses)
                 .push(")");
         }
-        sql.and_window("created_at", filter.since, filter.until);
+        let pending = filter.results.iter().any(|r| r == PENDING);
+        let decided: Vec<&String> = filter.results.iter().filter(|r| *r != PENDING).collect();
+        match (pending, decided.is_empty()) {
+            (false, true) => {}
+            (true, true) => {
+                sql.push(" AND result IS NULL");
+            }
+            (false, false) => {
+                sql.and_in("result", decided);
+            }
+            (true, false) => {
+                sql.push(" AND (result IS NULL OR TRUE")
+                    .and_in("result", decided)
+                    .push(")");
+            }
+        }
+        sql.and_eq("campaign_id", filter.campaign_id).and_window(
+            "created_at",
+            filter.since,
+            filter.until,
+        );
         if let Some(after) = &page.after {
             sql.push(" AND (created_at, id) < (")
                 .bind(after.at())
@@ -291,6 +356,14 @@ impl<D: Dialect> Store for SqlStore<D> {
             .push(" GROUP BY state");
         let calls = super::calls_by_state(counts(self.db.fetch_all(sql).await?)?)?;
 
+        let mut sql = D::sql("SELECT coalesce(result, ");
+        sql.bind(PENDING)
+            .push(") AS key, count(*) AS n FROM calls WHERE TRUE")
+            .and_window("created_at", Some(window.since), Some(window.until))
+            .and_eq("agent_id", window.agent_id.as_deref())
+            .push(" GROUP BY key");
+        let results = counts(self.db.fetch_all(sql).await?)?;
+
         // A join on a grouped subquery rather than correlated subqueries, which Citus can
         // plan when outcomes are distributed.
         let mut sql = D::sql(
@@ -316,12 +389,51 @@ impl<D: Dialect> Store for SqlStore<D> {
             agent_id: window.agent_id.clone(),
             outcomes,
             calls,
+            results,
             initiated: InitiatedStats {
                 total: row.int("total")?,
                 with_failure_callback: row.int("failed")?,
                 without_callback: row.int("silent")?,
             },
         })
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn infer_answered(
+        &self,
+        initiated_before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        // The calls are picked and locked in id order, skipping rows another transaction
+        // holds (an ingest batch deciding the same call, another replica inferring); the
+        // update checks again that each still has no result.
+        let mut sql = D::sql("UPDATE calls SET result = ");
+        sql.bind(ANSWERED)
+            .push(", result_source = ")
+            .bind(ResultSource::Inferred.as_str())
+            .push(", result_at = ")
+            .bind(now)
+            .push(
+                " WHERE result IS NULL AND id IN (SELECT id FROM calls \
+                 WHERE state = 'initiated' AND result IS NULL AND initiated_at < ",
+            )
+            .bind(initiated_before)
+            .push(" ORDER BY id LIMIT ")
+            .bind(i64::from(limit))
+            .push(D::SYNTAX.skip_locked)
+            .push(") RETURNING id");
+        let rows = self.db.fetch_all(sql).await?;
+        rows.iter().map(|row| row.uuid("id")).collect()
+    }
+
+    async fn calls_awaiting_result(&self) -> Result<i64, StoreError> {
+        let sql =
+            D::sql("SELECT count(*) AS n FROM calls WHERE state = 'initiated' AND result IS NULL");
+        match self.db.fetch_optional(sql).await? {
+            Some(row) => row.int("n"),
+            None => Ok(0),
+        }
     }
 
     #[tracing::instrument(skip_all)]
@@ -568,6 +680,68 @@ fn fold_outcomes<D: Dialect>(folded: &[batch::Folded]) -> super::sql::Sql {
         agent = known("agent_id"),
         destination = known("destination"),
         call = known("call_id"),
+    ));
+    sql
+}
+
+/// Sets the result of each call a batch has callbacks for, unless the call already has a
+/// later callback's result (the outcome rule decides which is later); returns each call it
+/// changed with its result and the source it replaced. Calls are updated in id order.
+fn decide_results<D: Dialect>(results: &[batch::CallResultOf<'_>]) -> super::sql::Sql {
+    let c = D::SYNTAX.bytewise;
+    let mut sql = D::sql(
+        "UPDATE calls SET previous_result_source = result_source, result = t.result, \
+         result_source = 'callback', result_at = t.received_at, result_status = t.status, \
+         result_occurred_at = t.occurred_at, result_received_at = t.received_at FROM ",
+    );
+    sql.rows(vec![
+        (
+            "call_id",
+            Value::Uuids(results.iter().map(|r| Some(r.call_id)).collect()),
+        ),
+        (
+            "result",
+            Value::Texts(
+                results
+                    .iter()
+                    .map(|r| Some(callback_result(&r.callback.status).to_owned()))
+                    .collect(),
+            ),
+        ),
+        (
+            "status",
+            Value::Texts(
+                results
+                    .iter()
+                    .map(|r| Some(r.callback.status.clone()))
+                    .collect(),
+            ),
+        ),
+        (
+            "occurred_at",
+            Value::Times(
+                results
+                    .iter()
+                    .map(|r| Some(r.callback.occurred_at))
+                    .collect(),
+            ),
+        ),
+        (
+            "received_at",
+            Value::Times(
+                results
+                    .iter()
+                    .map(|r| Some(r.callback.received_at))
+                    .collect(),
+            ),
+        ),
+    ]);
+    sql.push(&format!(
+        " WHERE calls.id = t.call_id AND (calls.result_source IS NULL \
+           OR calls.result_source <> 'callback' \
+           OR (t.occurred_at, t.received_at, t.status{c}) \
+              > (calls.result_occurred_at, calls.result_received_at, calls.result_status{c})) \
+         RETURNING calls.result, calls.previous_result_source"
     ));
     sql
 }

@@ -95,6 +95,7 @@ const SYNTAX: Syntax = Syntax {
     rows,
     greatest: "max",
     least: "min",
+    skip_locked: "",
     bytewise: "",
 };
 
