@@ -212,8 +212,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
         let mut sql = D::sql(
             "INSERT INTO calls (id, agent_id, destination, region, hangup_on_answer_machine, \
-             session_parameters, metadata, state, status_url, campaign_id, attempt, created_at, \
-             updated_at) VALUES (",
+             session_parameters, metadata, state, status_url, campaign_id, attempt, result, \
+             result_source, result_at, created_at, updated_at) VALUES (",
         );
         sql.bind(call.id)
             .push(", ")
@@ -236,6 +236,13 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(call.campaign_id)
             .push(", ")
             .bind(i64::from(call.attempt))
+            .push(", ")
+            // Unknown until AI Studio answers: what a crash in between leaves is honest.
+            .bind(upstream_result(CallState::Unknown))
+            .push(", ")
+            .bind(ResultSource::Upstream.as_str())
+            .push(", ")
+            .bind(call.created_at)
             .push(", ")
             .bind(call.created_at)
             .push(", ")

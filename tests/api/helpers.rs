@@ -46,6 +46,7 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub database_url: String,
+    flags: Vec<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The temporary directory of a SQLite file, which lives as long as the app.
@@ -116,6 +117,7 @@ impl TestApp {
             .expect("a database-url flag");
         let mut argv = vec!["callhook".to_owned()];
         argv.extend(flags.iter().map(|(k, v)| format!("--{k}={v}")));
+        let kept = flags.clone();
         let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
         let store = callhook::open_store(&config).await.unwrap();
         let app = callhook::app(callhook::state(&config, store).unwrap());
@@ -129,6 +131,7 @@ impl TestApp {
             base,
             client: Client::new(),
             database_url,
+            flags: kept,
             shutdown: Some(tx),
             server: Some(server),
             dir: None,
@@ -181,6 +184,17 @@ impl TestApp {
     }
 
     /// Stops accepting connections and waits for requests in flight.
+    /// Stops the app and starts another with the same settings on the same database (a
+    /// SQLite file is kept across).
+    pub async fn restart(mut self) -> Self {
+        let dir = self.dir.take();
+        let flags = std::mem::take(&mut self.flags);
+        self.shutdown().await;
+        let mut app = Self::spawn_on(flags).await;
+        app.dir = dir;
+        app
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

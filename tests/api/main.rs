@@ -8,5 +8,6 @@ mod openapi;
 mod ops;
 mod outage;
 mod outcomes;
+mod results;
 mod status;
 mod store;

@@ -16,6 +16,7 @@ backend_tests!(
     overlapping_batches_of_one_conversation_all_commit,
     a_batch_folds_like_its_events_one_by_one,
     stats_count_any_window_as_the_outcomes_stand,
+    replicas_inferring_at_once_infer_each_call_once,
 );
 
 fn event(conversation: &str, status: &str, second: u32) -> Callback {
@@ -212,4 +213,81 @@ async fn stats_count_any_window_as_the_outcomes_stand(backend: Backend) {
             );
         }
     }
+}
+
+/// Several replicas (two stores, two tasks each) inferring at once on one database infer each
+/// call exactly once, and never a call a callback has decided.
+async fn replicas_inferring_at_once_infer_each_call_once(backend: Backend) {
+    use callhook::domain::call::CallState;
+    use callhook::store::{CallResult, NewCall};
+    let (url, _dir) = fresh_database(backend).await;
+    let first = callhook::store::connect(&url).await.unwrap();
+    first.migrate().await.unwrap();
+    let second = callhook::store::connect(&url).await.unwrap();
+    let long_ago = now() - std::time::Duration::from_secs(60);
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        let id = uuid::Uuid::now_v7();
+        first
+            .insert_call(&NewCall {
+                id,
+                agent_id: "agent".into(),
+                to: format!("97254{n:07}"),
+                region: "eu".parse().unwrap(),
+                hangup_on_answer_machine: false,
+                session_parameters: Vec::new(),
+                metadata: None,
+                status_url: format!("https://callhook.example.com/v1/status/calls/{id}/sig"),
+                campaign_id: None,
+                attempt: 1,
+                created_at: long_ago,
+            })
+            .await
+            .unwrap();
+        let initiated = CallResult {
+            state: CallState::Initiated,
+            session_id: Some("session".into()),
+            session_start_time: None,
+            error: None,
+            at: long_ago,
+        };
+        first.finish_call(id, &initiated).await.unwrap();
+        ids.push(id);
+    }
+    let decided = ids[7];
+    let body = callback("CON-decided", "busy", "2026-12-01T10:00:00Z");
+    let busy = Callback::parse(body.to_string().as_bytes(), Some(decided), now()).unwrap();
+    first.record_callbacks(&[busy]).await.unwrap();
+
+    let tasks: Vec<_> = [&first, &first, &second, &second]
+        .into_iter()
+        .map(|store| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                let mut inferred = Vec::new();
+                loop {
+                    let at = now();
+                    let round = store
+                        .infer_answered(at - std::time::Duration::from_secs(10), at, 7)
+                        .await
+                        .unwrap();
+                    if round.is_empty() {
+                        return inferred;
+                    }
+                    inferred.extend(round);
+                }
+            })
+        })
+        .collect();
+    let mut inferred = Vec::new();
+    for task in tasks {
+        inferred.extend(task.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = inferred.iter().collect();
+    assert_eq!(unique.len(), inferred.len(), "a call was inferred twice");
+    assert_eq!(inferred.len(), ids.len() - 1);
+    assert!(!unique.contains(&decided), "a decided call was inferred");
+    assert_eq!(first.calls_awaiting_result().await.unwrap(), 0);
+    let call = first.call(decided).await.unwrap().unwrap();
+    assert_eq!(call.result.as_deref(), Some("busy"));
 }
