@@ -8,6 +8,8 @@ mod rows;
 mod sql;
 mod sql_store;
 mod sqlite;
+mod stats;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
