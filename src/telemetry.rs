@@ -77,6 +77,8 @@ pub fn count_correction() {
 /// Registers, at zero, the counters that alerts watch, so that they exist before their first
 /// event (a rate over a series that appears late misses its first increase).
 pub fn register_counters() {
+    // Into the Prometheus recorder: before it is installed they would go nowhere.
+    metrics_handle();
     for result in ["stored", "duplicate", "spooled", "busy"] {
         metrics::counter!("callhook_callbacks_total", "result" => result).increment(0);
     }

@@ -67,14 +67,19 @@ impl Replica {
         }
     }
 
-    async fn inferred(&self) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    async fn inferred(&self) -> f64 {
+        self.metrics()
+            .await
+            .lines()
             .find_map(|line| line.strip_prefix(INFERRED))
             .map_or(0.0, |rest| rest.trim().parse().unwrap())
     }
@@ -190,6 +195,18 @@ async fn two_replicas_on_one_database_infer_each_call_once() {
     let (database_url, upstream) = (database().await, upstream().await);
     let first = Replica::start(&database_url, &upstream.uri(), "1");
     let second = Replica::start(&database_url, &upstream.uri(), "1");
+    // The series alerts watch exist from start-up, at 0, in a fresh process.
+    let metrics = first.metrics().await;
+    for series in [
+        "callhook_results_corrected_total 0",
+        r#"callhook_call_results_total{result="answered",source="inferred"} 0"#,
+        r#"callhook_callbacks_total{result="busy"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "no {series} in:\n{metrics}"
+        );
+    }
     let calls = 40;
     for n in 0..calls {
         place(if n % 2 == 0 { &first } else { &second }, n).await;
