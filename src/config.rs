@@ -215,14 +215,11 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
-            answer_grace: seconds(
-                "CALLHOOK_ANSWER_GRACE_SECS",
-                args.answer_grace_secs.unwrap_or(if args.simulate {
-                    DEFAULT_SIMULATED_ANSWER_GRACE_SECS
-                } else {
-                    DEFAULT_ANSWER_GRACE_SECS
-                }),
-            )?,
+            answer_grace: answer_grace(args.answer_grace_secs.unwrap_or(if args.simulate {
+                DEFAULT_SIMULATED_ANSWER_GRACE_SECS
+            } else {
+                DEFAULT_ANSWER_GRACE_SECS
+            }))?,
             connections: ConnectionLimits {
                 header_timeout: seconds("CALLHOOK_HEADER_TIMEOUT_SECS", args.header_timeout_secs)?,
                 max_connections: args.max_connections as usize,
@@ -274,6 +271,19 @@ impl Config {
             ..self
         }
     }
+}
+
+/// The grace window: positive, and at most 30 days (a call is long over by then).
+fn answer_grace(value: f64) -> Result<Duration, ConfigError> {
+    let variable = "CALLHOOK_ANSWER_GRACE_SECS";
+    let grace = seconds(variable, value)?;
+    if grace > Duration::from_secs(30 * 24 * 60 * 60) {
+        return Err(invalid(
+            variable,
+            "must be at most 2592000 seconds (30 days)",
+        ));
+    }
+    Ok(grace)
 }
 
 fn seconds(variable: &'static str, value: f64) -> Result<Duration, ConfigError> {

@@ -78,6 +78,8 @@ fn invalid_values_name_their_variable() {
         ("DATABASE_URL", "mysql://db/x"),
         ("CALLHOOK_PUBLIC_URL", "callhook.example.com"),
         ("VGAI_BASE_URL", "ftp://example.com"),
+        ("CALLHOOK_ANSWER_GRACE_SECS", "0"),
+        ("CALLHOOK_ANSWER_GRACE_SECS", "1e13"),
     ] {
         let output = callhook(&[], &[(variable, value)]);
         assert_eq!(output.status.code(), Some(2), "{variable}");

@@ -62,6 +62,7 @@ const SYNTAX: Syntax = Syntax {
     rows,
     greatest: "GREATEST",
     least: "LEAST",
+    lock_rows: " FOR UPDATE",
     skip_locked: " FOR UPDATE SKIP LOCKED",
     bytewise: " COLLATE \"C\"",
 };

@@ -114,6 +114,9 @@ pub(super) struct Syntax {
     pub least: &'static str,
     /// What makes a text comparison bytewise, as Rust compares strings.
     pub bytewise: &'static str,
+    /// What ends a `SELECT` that locks its rows (nothing where one writer at a time holds the
+    /// whole database).
+    pub lock_rows: &'static str,
     /// What ends a `SELECT` that locks its rows, skipping those another transaction holds
     /// (nothing where one writer at a time holds the whole database).
     pub skip_locked: &'static str,

@@ -95,6 +95,7 @@ const SYNTAX: Syntax = Syntax {
     rows,
     greatest: "max",
     least: "min",
+    lock_rows: "",
     skip_locked: "",
     bytewise: "",
 };

@@ -97,21 +97,25 @@ pub(super) async fn record_callbacks<D: Dialect>(
             changes.moved(before, now);
         }
         let results = batch::call_results(&stored);
-        let decided = if results.is_empty() {
-            Vec::new()
-        } else {
-            D::fetch_all_in(&mut tx, decide_results::<D>(&results)).await?
-        };
+        // (result, source it replaced) of each call decided, read before the commit so that
+        // nothing after it can fail a batch that is stored.
+        let mut decided = Vec::new();
+        if !results.is_empty() {
+            if let Some(lock) = lock_calls::<D>(&results) {
+                D::execute_in(&mut tx, lock).await?;
+            }
+            for row in D::fetch_all_in(&mut tx, decide_results::<D>(&results)).await? {
+                decided.push((row.text("result")?, row.opt_text("previous_result_source")?));
+            }
+        }
         let changes = changes.into_changes();
         if !changes.is_empty() {
             D::execute_in(&mut tx, count_outcomes::<D>(changes)).await?;
         }
         D::commit(tx).await?;
-        for row in &decided {
-            telemetry::count_result(&row.text("result")?, ResultSource::Callback);
-            if row.opt_text("previous_result_source")?.as_deref()
-                == Some(ResultSource::Inferred.as_str())
-            {
+        for (result, replaced) in &decided {
+            telemetry::count_result(result, ResultSource::Callback);
+            if replaced.as_deref() == Some(ResultSource::Inferred.as_str()) {
                 telemetry::count_correction();
             }
         }
@@ -216,6 +220,21 @@ fn fold_outcomes<D: Dialect>(folded: &[batch::Folded]) -> Sql {
         call = known("call_id"),
     ));
     sql
+}
+
+/// Locks the calls a batch decides, in id order, where the update that follows could
+/// otherwise lock them in the order of its plan (a hash join scans calls in their physical
+/// order); `None` where one writer at a time holds the whole database.
+fn lock_calls<D: Dialect>(results: &[batch::CallResultOf<'_>]) -> Option<Sql> {
+    let lock = D::SYNTAX.lock_rows;
+    if lock.is_empty() {
+        return None;
+    }
+    let mut sql = D::sql("SELECT id FROM calls WHERE TRUE");
+    sql.and_in("id", results.iter().map(|r| r.call_id))
+        .push(" ORDER BY id")
+        .push(lock);
+    Some(sql)
 }
 
 /// Sets the result of each call a batch has callbacks for, unless the call already has a
