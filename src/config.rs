@@ -10,10 +10,6 @@ use crate::telemetry::LogFormat;
 use crate::upstream::Region;
 
 /// `sqlite://callhook.db`, created if missing.
-/// How long an initiated call waits for a callback before it counts as answered.
-pub const DEFAULT_ANSWER_GRACE_SECS: f64 = 180.0;
-/// The same under `--simulate`, whose callbacks come within a few seconds.
-pub const DEFAULT_SIMULATED_ANSWER_GRACE_SECS: f64 = 10.0;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://callhook.db";
 /// Loopback, so that a service started without secrets is not open to the network.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -58,9 +54,8 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
     /// Seconds after AI Studio initiates a call with no status callback for it before its
     /// result is inferred as `answered` (AI Studio reports only calls not picked up).
-    /// Default 180; 10 with --simulate, whose callbacks come within seconds.
-    #[arg(long, env = "CALLHOOK_ANSWER_GRACE_SECS")]
-    pub answer_grace_secs: Option<f64>,
+    #[arg(long, env = "CALLHOOK_ANSWER_GRACE_SECS", default_value_t = 180.0)]
+    pub answer_grace_secs: f64,
     /// Seconds after which a request is abandoned with 408.
     #[arg(long, env = "CALLHOOK_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
     pub request_timeout_secs: f64,
@@ -215,11 +210,7 @@ impl Config {
             vgai_base_url,
             vgai_timeout: seconds("VGAI_TIMEOUT_SECS", args.vgai_timeout_secs)?,
             request_timeout: seconds("CALLHOOK_REQUEST_TIMEOUT_SECS", args.request_timeout_secs)?,
-            answer_grace: answer_grace(args.answer_grace_secs.unwrap_or(if args.simulate {
-                DEFAULT_SIMULATED_ANSWER_GRACE_SECS
-            } else {
-                DEFAULT_ANSWER_GRACE_SECS
-            }))?,
+            answer_grace: answer_grace(args.answer_grace_secs)?,
             connections: ConnectionLimits {
                 header_timeout: seconds("CALLHOOK_HEADER_TIMEOUT_SECS", args.header_timeout_secs)?,
                 max_connections: args.max_connections as usize,
