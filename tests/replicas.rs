@@ -76,6 +76,19 @@ impl Replica {
             .unwrap()
     }
 
+    /// The first page of calls with `result`.
+    async fn calls(&self, result: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/calls?result={result}&limit=1000", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn inferred(&self) -> f64 {
         self.metrics()
             .await
@@ -146,18 +159,7 @@ async fn place(replica: &Replica, n: usize) -> String {
 async fn until_none_pending(replica: &Replica) {
     let started = Instant::now();
     loop {
-        let page: Value = reqwest::Client::new()
-            .get(format!(
-                "{}/v1/calls?result=pending&limit=1000",
-                replica.base
-            ))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = replica.calls("pending").await;
         if page["items"].as_array().unwrap().is_empty() {
             return;
         }
@@ -170,18 +172,7 @@ async fn until_none_pending(replica: &Replica) {
 }
 
 async fn all_inferred(replica: &Replica, calls: usize) {
-    let page: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/calls?result=answered&limit=1000",
-            replica.base
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = replica.calls("answered").await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), calls);
     assert!(

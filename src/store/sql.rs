@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::page::PageRequest;
 use crate::domain::time::Timestamp;
 
 /// A value bound to a placeholder. Each backend encodes instants and uuids its own way.
@@ -101,6 +102,13 @@ impl From<Option<Uuid>> for Value {
     }
 }
 
+/// The type of the tie-breaking key of a page.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PageKey {
+    Text,
+    Uuid,
+}
+
 /// How a backend writes what differs between the two SQL dialects.
 pub(super) struct Syntax {
     /// The placeholder of the `n`-th bound value, counting from 1.
@@ -193,6 +201,31 @@ impl Sql {
             self.push(" AND ").push(column).push(" < ").bind(until);
         }
         self
+    }
+
+    /// Appends a keyset page, newest first by `(instant, key)`: the rows after the page's
+    /// cursor, in that order, one more than the limit (which tells whether more follow).
+    pub fn newest_first(
+        &mut self,
+        instant: &str,
+        key: &str,
+        kind: PageKey,
+        page: &PageRequest,
+    ) -> &mut Self {
+        if let Some(after) = &page.after {
+            let after_key = match kind {
+                PageKey::Text => Value::from(after.key.as_str()),
+                // A key that is no uuid (a cursor not made here) counts as the nil uuid.
+                PageKey::Uuid => Value::from(Uuid::parse_str(&after.key).unwrap_or_default()),
+            };
+            self.push(&format!(" AND ({instant}, {key}) < ("))
+                .bind(after.at())
+                .push(", ")
+                .bind(after_key)
+                .push(")");
+        }
+        self.push(&format!(" ORDER BY {instant} DESC, {key} DESC LIMIT "))
+            .bind(i64::from(page.limit) + 1)
     }
 
     /// Appends a `FROM` item named `t` holding rows given as columns (see [`Syntax::rows`]).

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::dialect::Dialect;
 use super::rows::{self, CALL_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS};
-use super::sql::{Columns, Value};
+use super::sql::{Columns, PageKey, Value};
 use super::{
     Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
 };
@@ -92,15 +92,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             .and_eq("destination", filter.to.as_deref())
             .and_eq("call_id", filter.call_id)
             .and_window("occurred_at", filter.since, filter.until);
-        if let Some(after) = &page.after {
-            sql.push(" AND (occurred_at, conversation_uuid) < (")
-                .bind(after.at())
-                .push(", ")
-                .bind(after.key.as_str())
-                .push(")");
-        }
-        sql.push(" ORDER BY occurred_at DESC, conversation_uuid DESC LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        sql.newest_first("occurred_at", "conversation_uuid", PageKey::Text, page);
         let rows = self.db.fetch_all(sql).await?;
         let items = rows.iter().map(rows::outcome).collect::<Result<_, _>>()?;
         Ok(Page::from_rows(items, page.limit, |o: &Outcome| {
@@ -236,15 +228,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             filter.since,
             filter.until,
         );
-        if let Some(after) = &page.after {
-            sql.push(" AND (created_at, id) < (")
-                .bind(after.at())
-                .push(", ")
-                .bind(Uuid::parse_str(&after.key).unwrap_or_default())
-                .push(")");
-        }
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        sql.newest_first("created_at", "id", PageKey::Uuid, page);
         let rows = self.db.fetch_all(sql).await?;
         let calls = rows.iter().map(rows::call).collect::<Result<_, _>>()?;
         let calls = self.with_outcomes(calls).await?;
@@ -335,15 +319,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut sql = D::sql(format!(
             "SELECT {REJECTED_COLUMNS} FROM rejected_callbacks WHERE TRUE"
         ));
-        if let Some(after) = &page.after {
-            sql.push(" AND (received_at, id) < (")
-                .bind(after.at())
-                .push(", ")
-                .bind(Uuid::parse_str(&after.key).unwrap_or_default())
-                .push(")");
-        }
-        sql.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        sql.newest_first("received_at", "id", PageKey::Uuid, page);
         let rows = self.db.fetch_all(sql).await?;
         let items = rows.iter().map(rows::rejected).collect::<Result<_, _>>()?;
         Ok(Page::from_rows(

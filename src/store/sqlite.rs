@@ -119,7 +119,9 @@ fn bind<'q>(
     }
 }
 
-fn query(sql: &Sql, values: Vec<Value>) -> Query<'_, sqlx::Sqlite, SqliteArguments<'_>> {
+/// The statement with its values bound, taken out of `sql`.
+fn query(sql: &mut Sql) -> Query<'_, sqlx::Sqlite, SqliteArguments<'_>> {
+    let values = std::mem::take(&mut sql.values);
     values.into_iter().fold(sqlx::query(&sql.text), bind)
 }
 
@@ -142,16 +144,11 @@ impl Dialect for Sqlite {
     }
 
     async fn fetch_all(&self, mut sql: Sql) -> Result<Vec<SqliteRow>, StoreError> {
-        let values = std::mem::take(&mut sql.values);
-        Ok(query(&sql, values).fetch_all(&self.pool).await?)
+        Ok(query(&mut sql).fetch_all(&self.pool).await?)
     }
 
     async fn execute(&self, mut sql: Sql) -> Result<u64, StoreError> {
-        let values = std::mem::take(&mut sql.values);
-        Ok(query(&sql, values)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(query(&mut sql).execute(&self.pool).await?.rows_affected())
     }
 
     async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
@@ -161,16 +158,11 @@ impl Dialect for Sqlite {
     }
 
     async fn fetch_all_in(tx: &mut Self::Tx, mut sql: Sql) -> Result<Vec<SqliteRow>, StoreError> {
-        let values = std::mem::take(&mut sql.values);
-        Ok(query(&sql, values).fetch_all(&mut **tx).await?)
+        Ok(query(&mut sql).fetch_all(&mut **tx).await?)
     }
 
     async fn execute_in(tx: &mut Self::Tx, mut sql: Sql) -> Result<u64, StoreError> {
-        let values = std::mem::take(&mut sql.values);
-        Ok(query(&sql, values)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected())
+        Ok(query(&mut sql).execute(&mut **tx).await?.rows_affected())
     }
 
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
