@@ -2,6 +2,7 @@
 //! keyed by `conversation_uuid`, and answers what happened to each call over HTTP.
 
 pub mod calls;
+pub mod campaigns;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -64,6 +65,8 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
         })
         .transpose()?;
     let database = Arc::new(DatabaseHealth::default());
+    let wake = campaigns::Wake::default();
+    let placer = Arc::new(placer);
     Ok(AppState {
         ingestor: Ingestor::start(
             store.clone(),
@@ -74,11 +77,22 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
                 config.ingest_queue_max,
             ),
             database.clone(),
+            wake.clone(),
         ),
         rejections: Rejections::new(store.clone(), config.rejected_max),
-        inference: Arc::new(Inference::start(store.clone(), config.answer_grace)),
+        inference: Arc::new(Inference::start(
+            store.clone(),
+            config.answer_grace,
+            wake.clone(),
+        )),
+        dispatcher: Arc::new(campaigns::Dispatcher::start(
+            store.clone(),
+            placer.clone(),
+            wake,
+            campaigns::Timing::for_upstream_timeout(config.vgai_timeout),
+        )),
         store,
-        placer: Arc::new(placer),
+        placer,
         api_tokens: SecretSet::new(&config.api_tokens),
         ingest_secret: config.ingest_secret.as_ref().map(|s| SecretSet::new([s])),
         metrics: telemetry::metrics_handle(),

@@ -8,4 +8,5 @@ mod placer;
 pub mod results;
 pub mod status_url;
 
+pub(crate) use placer::outcome_of;
 pub use placer::{CallPlacer, PlaceError, Placement, UNREADABLE_ANSWER};

@@ -73,6 +73,16 @@ impl CallPlacer {
         &self.signer
     }
 
+    /// The AI Studio client, when a key is configured.
+    pub fn upstream(&self) -> Option<&AiStudioClient> {
+        self.client.as_ref()
+    }
+
+    /// The region calls are placed in.
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
     /// Fails when calls cannot be placed at all, before any record is made.
     pub fn check_configured(&self) -> Result<(), PlaceError> {
         self.client().map(|_| ())
@@ -106,6 +116,7 @@ impl CallPlacer {
                 metadata: request.metadata.clone(),
                 status_url: status_url.clone(),
                 campaign_id: None,
+                destination_index: None,
                 attempt: 1,
                 created_at: now(),
             })
@@ -160,7 +171,7 @@ fn log_failure(call_id: Uuid, agent_id: &str, failure: &Failure) {
 }
 
 /// What to record of AI Studio's answer.
-fn outcome_of(answer: &Result<crate::upstream::Accepted, Failure>) -> CallResult {
+pub(crate) fn outcome_of(answer: &Result<crate::upstream::Accepted, Failure>) -> CallResult {
     let at = now();
     let failed = |state, status: Option<u16>, message: &str| CallResult {
         state,

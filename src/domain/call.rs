@@ -188,6 +188,8 @@ pub fn result_label(result: &str) -> &'static str {
         "rejected",
         "cancelled",
         "failed",
+        super::campaign::INVALID,
+        super::campaign::OUTSIDE_WINDOW,
     ]
     .into_iter()
     .find(|known| *known == result)

@@ -55,8 +55,12 @@ impl CallRequest {
                 false
             }
         };
-        let session_parameters = session_parameters(fields.get("session_parameters"), &mut errors);
-        let metadata = metadata(fields.get("metadata"), &mut errors);
+        let session_parameters = session_parameters(
+            "session_parameters",
+            fields.get("session_parameters"),
+            &mut errors,
+        );
+        let metadata = metadata("metadata", fields.get("metadata"), &mut errors);
         if fields.contains_key("status_url") {
             errors.push(FieldError::new(
                 "status_url",
@@ -76,7 +80,10 @@ impl CallRequest {
     }
 }
 
-fn agent_id(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+pub(super) fn agent_id(
+    fields: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     // Older AI Studio accounts name the agent `from`.
     let (field, value) = match (fields.get("agent_id"), fields.get("from")) {
         (Some(value), _) => ("agent_id", value),
@@ -99,25 +106,36 @@ fn agent_id(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option
     None
 }
 
-fn session_parameters(
+/// Reads `session_parameters` (a list or an object) of the field named `field`.
+pub(super) fn session_parameters(
+    field: &str,
     value: Option<&Value>,
     errors: &mut Vec<FieldError>,
 ) -> Vec<SessionParameter> {
-    const FIELD: &str = "session_parameters";
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Vec::new();
     };
     let Ok(parameters) = serde_json::from_value::<SessionParameters>(value.clone()) else {
         errors.push(FieldError::new(
-            FIELD,
+            field,
             "must be a list of {\"name\": string, \"value\": string} or an object of string values",
         ));
         return Vec::new();
     };
     let parameters = parameters.into_list();
+    check_parameters(field, &parameters, errors);
+    parameters
+}
+
+/// Checks the count and lengths of session parameters, naming each bad one under `field`.
+pub(super) fn check_parameters(
+    field: &str,
+    parameters: &[SessionParameter],
+    errors: &mut Vec<FieldError>,
+) {
     if parameters.len() > MAX_PARAMETERS {
         errors.push(FieldError::new(
-            FIELD,
+            field,
             format!("may have at most {MAX_PARAMETERS} parameters"),
         ));
     }
@@ -125,28 +143,32 @@ fn session_parameters(
         let name = parameter.name.trim();
         if name.is_empty() || name.len() > MAX_PARAMETER_NAME_LEN {
             errors.push(FieldError::new(
-                format!("{FIELD}[{index}].name"),
+                format!("{field}[{index}].name"),
                 format!("must be 1 to {MAX_PARAMETER_NAME_LEN} characters"),
             ));
         }
         if parameter.value.len() > MAX_PARAMETER_VALUE_LEN {
             errors.push(FieldError::new(
-                format!("{FIELD}[{index}].value"),
+                format!("{field}[{index}].value"),
                 format!("must be at most {MAX_PARAMETER_VALUE_LEN} characters"),
             ));
         }
     }
-    parameters
 }
 
-fn metadata(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+/// Reads `metadata` (a JSON object, kept serialized) of the field named `field`.
+pub(super) fn metadata(
+    field: &str,
+    value: Option<&Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     match value {
         None | Some(Value::Null) => None,
         Some(object @ Value::Object(_)) => {
             let text = object.to_string();
             if text.len() > MAX_METADATA_BYTES {
                 errors.push(FieldError::new(
-                    "metadata",
+                    field,
                     format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
                 ));
                 return None;
@@ -154,7 +176,7 @@ fn metadata(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<Strin
             Some(text)
         }
         Some(_) => {
-            errors.push(FieldError::new("metadata", "must be a JSON object"));
+            errors.push(FieldError::new(field, "must be a JSON object"));
             None
         }
     }

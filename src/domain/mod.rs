@@ -3,6 +3,8 @@
 pub mod call;
 pub mod call_request;
 pub mod callback;
+pub mod campaign;
+pub mod campaign_request;
 pub mod conversation;
 pub mod destination;
 pub mod outcome;
@@ -11,6 +13,7 @@ pub mod region;
 pub mod rejected;
 pub mod stats;
 pub mod time;
+pub mod window;
 
 use serde::Serialize;
 use utoipa::ToSchema;

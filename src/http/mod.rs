@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub database: Arc<DatabaseHealth>,
     /// Infers answered calls while any handle on the state lives.
     pub inference: Arc<crate::calls::results::Inference>,
+    /// Dials campaigns while any handle on the state lives.
+    pub dispatcher: Arc<crate::campaigns::Dispatcher>,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl AppState {
         (name = "calls", description = "Outbound calls placed through AI Studio"),
         (name = "status", description = "Status URLs that AI Studio posts callbacks to"),
         (name = "outcomes", description = "What happened to each conversation"),
+        (name = "campaigns", description = "Lists of destinations dialled at a pace, with redials and calling hours"),
         (name = "stats", description = "Counts over a time window"),
         (name = "ops", description = "Health, metrics and this document"),
     )
@@ -114,6 +118,21 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(outcomes::get_outcome))
         .routes(routes!(stats::stats))
         .routes(routes!(rejected::list_rejected))
+        .routes(routes!(campaigns::get_campaign))
+        .routes(routes!(campaigns::list_destinations))
+        .routes(routes!(campaigns::pause_campaign))
+        .routes(routes!(campaigns::resume_campaign))
+        .routes(routes!(campaigns::cancel_campaign))
+        .merge(
+            // The routes that take destinations take up to 100,000 of them in one body.
+            OpenApiRouter::new()
+                .routes(routes!(
+                    campaigns::create_campaign,
+                    campaigns::list_campaigns
+                ))
+                .routes(routes!(campaigns::add_destinations))
+                .layer(DefaultBodyLimit::max(campaigns::MAX_BULK_BODY_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,

@@ -99,10 +99,11 @@ impl Ingestor {
         spool: Option<Spool>,
         settings: BatchSettings,
         health: Arc<DatabaseHealth>,
+        results: crate::campaigns::Wake,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(settings.queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
-        let recorder = Recorder::new(store, settings.write_deadline);
+        let recorder = Recorder::new(store, settings.write_deadline, results);
         let spool = spool.map(Arc::new);
         if let Some(spool) = &spool {
             // What waits is replayed before writers go back to the database.

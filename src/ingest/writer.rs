@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::spool::Spool;
+use crate::campaigns::Wake;
 use crate::domain::callback::Callback;
 use crate::domain::outcome::Recorded;
 use crate::store::health::DatabaseHealth;
@@ -21,6 +22,8 @@ pub(super) type Reply = Result<Recorded, Arc<StoreError>>;
 pub(super) struct Recorder {
     store: Arc<dyn Store>,
     deadline: Option<Duration>,
+    /// Told when callbacks for calls placed here are stored (they may settle campaigns).
+    results: Wake,
 }
 
 /// Callbacks written one by one: each one's result, up to the first that failed for want of
@@ -31,19 +34,29 @@ pub(super) struct Singly {
 }
 
 impl Recorder {
-    pub fn new(store: Arc<dyn Store>, deadline: Option<Duration>) -> Self {
-        Self { store, deadline }
+    pub fn new(store: Arc<dyn Store>, deadline: Option<Duration>, results: Wake) -> Self {
+        Self {
+            store,
+            deadline,
+            results,
+        }
     }
 
     /// Stores `callbacks` in one transaction.
     pub async fn record(&self, callbacks: &[Callback]) -> Result<Vec<Recorded>, StoreError> {
-        let Some(deadline) = self.deadline else {
-            return self.store.record_callbacks(callbacks).await;
+        let recorded = match self.deadline {
+            None => self.store.record_callbacks(callbacks).await,
+            Some(deadline) => {
+                let deadline = deadline + WRITE_DEADLINE_PER_CALLBACK * callbacks.len() as u32;
+                tokio::time::timeout(deadline, self.store.record_callbacks(callbacks))
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout(deadline)))
+            }
         };
-        let deadline = deadline + WRITE_DEADLINE_PER_CALLBACK * callbacks.len() as u32;
-        tokio::time::timeout(deadline, self.store.record_callbacks(callbacks))
-            .await
-            .unwrap_or(Err(StoreError::Timeout(deadline)))
+        if recorded.is_ok() && callbacks.iter().any(|c| c.call_id.is_some()) {
+            self.results.notify();
+        }
+        recorded
     }
 
     /// Stores `callbacks` one transaction each, after the database refused them together, so

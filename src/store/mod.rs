@@ -1,7 +1,10 @@
 //! Durable state behind one trait, with a module per backend. SQL lives here and nowhere else.
 
 mod batch;
+mod campaign_sql;
+pub mod campaigns;
 mod dialect;
+mod dispatch;
 pub mod health;
 mod postgres;
 mod rows;
@@ -143,6 +146,8 @@ pub struct NewCall {
     /// The per-call status URL given to AI Studio.
     pub status_url: String,
     pub campaign_id: Option<Uuid>,
+    /// The campaign destination the call is an attempt at.
+    pub destination_index: Option<i64>,
     pub attempt: u32,
     pub created_at: Timestamp,
 }
@@ -185,6 +190,8 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+    /// Campaigns and their dispatch.
+    fn campaigns(&self) -> &dyn campaigns::CampaignStore;
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;

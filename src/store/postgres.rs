@@ -63,6 +63,7 @@ const SYNTAX: Syntax = Syntax {
     greatest: "GREATEST",
     least: "LEAST",
     lock_rows: " FOR UPDATE",
+    row_locks: true,
     skip_locked: " FOR UPDATE SKIP LOCKED",
     bytewise: " COLLATE \"C\"",
 };
@@ -75,6 +76,7 @@ fn bind<'q>(
         Value::Text(v) => query.bind(v),
         Value::Int(v) => query.bind(v),
         Value::Int32(v) => query.bind(v),
+        Value::Float(v) => query.bind(v),
         Value::Bool(v) => query.bind(v),
         Value::Time(v) => query.bind(v),
         Value::Uuid(v) => query.bind(v),
@@ -156,6 +158,14 @@ impl Columns for PgRow {
     }
 
     fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn float(&self, column: &str) -> Result<f64, StoreError> {
         Ok(self.try_get(column)?)
     }
 

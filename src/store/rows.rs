@@ -5,9 +5,11 @@ use serde_json::value::RawValue;
 use super::StoreError;
 use super::sql::Columns;
 use crate::domain::call::{Call, CallState, ResultSource, UpstreamError};
+use crate::domain::campaign::{Campaign, CampaignDestination, Counts, DestinationState};
 use crate::domain::outcome::{Event, Outcome};
 use crate::domain::region::Region;
 use crate::domain::rejected::RejectedCallback;
+use crate::domain::window::Window;
 
 pub(super) const OUTCOME_COLUMNS: &str = "conversation_uuid, status, agent_id, destination, \
      occurred_at, call_id, event_count, first_received_at, last_received_at";
@@ -103,4 +105,57 @@ pub(super) fn raw_json(text: String) -> Result<Box<RawValue>, StoreError> {
 
 pub(super) fn status_code(stored: i32) -> Result<u16, StoreError> {
     u16::try_from(stored).map_err(|e| StoreError::Corrupt(format!("status {stored}: {e}")))
+}
+
+pub(super) fn campaign(row: &impl Columns) -> Result<Campaign, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let error_status = row.opt_int32("error_status")?;
+    Ok(Campaign {
+        id: row.uuid("id")?,
+        name: row.opt_text("name")?,
+        agent_id: row.text("agent_id")?,
+        state: super::campaign_sql::campaign_state(&row.text("state")?)?,
+        session_parameters: serde_json::from_str(&row.text("session_parameters")?)
+            .map_err(|e| corrupt("session parameters", &e))?,
+        hangup_on_answer_machine: row.boolean("hangup_on_answer_machine")?,
+        calls_per_second: row.float("calls_per_second")?,
+        max_attempts: u32::try_from(row.int32("max_attempts")?)
+            .map_err(|e| corrupt("max_attempts", &e))?,
+        redial_on: serde_json::from_str(&row.text("redial_on")?)
+            .map_err(|e| corrupt("redial_on", &e))?,
+        redial_after_secs: u64::try_from(row.int("redial_after_secs")?)
+            .map_err(|e| corrupt("redial_after_secs", &e))?,
+        window: row
+            .opt_text("call_window")?
+            .map(|w| serde_json::from_str::<Window>(&w).map_err(|e| corrupt("window", &e)))
+            .transpose()?,
+        start_at: row.time("start_at")?,
+        counts: Counts::empty(),
+        error: row.opt_text("error_message")?.map(|message| UpstreamError {
+            status: error_status.and_then(|s| u16::try_from(s).ok()),
+            message,
+        }),
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        completed_at: row.opt_time("completed_at")?,
+    })
+}
+
+pub(super) fn campaign_destination(row: &impl Columns) -> Result<CampaignDestination, StoreError> {
+    let state = row.text("state")?;
+    Ok(CampaignDestination {
+        index: row.int("idx")?,
+        to: row.text("destination")?,
+        session_parameters: serde_json::from_str(&row.text("session_parameters")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: row.opt_text("metadata")?.map(raw_json).transpose()?,
+        state: DestinationState::of_stored(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("destination state {state}")))?,
+        result: row.opt_text("result")?,
+        attempts: u32::try_from(row.int32("attempts")?)
+            .map_err(|e| StoreError::Corrupt(format!("attempts: {e}")))?,
+        next_attempt_at: row.opt_time("next_attempt_at")?,
+        call_ids: Vec::new(),
+    })
 }

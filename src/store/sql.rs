@@ -13,6 +13,7 @@ pub(super) enum Value {
     Text(Option<String>),
     Int(Option<i64>),
     Int32(Option<i32>),
+    Float(f64),
     Bool(bool),
     Time(Option<Timestamp>),
     Uuid(Option<Uuid>),
@@ -72,6 +73,12 @@ impl From<Option<i32>> for Value {
     }
 }
 
+impl From<f64> for Value {
+    fn from(value: f64) -> Self {
+        Self::Float(value)
+    }
+}
+
 impl From<bool> for Value {
     fn from(value: bool) -> Self {
         Self::Bool(value)
@@ -125,6 +132,9 @@ pub(super) struct Syntax {
     /// What ends a `SELECT` that locks its rows (nothing where one writer at a time holds the
     /// whole database).
     pub lock_rows: &'static str,
+    /// Whether `FOR UPDATE OF t` / `FOR SHARE` exist: rows are locked one by one, not the
+    /// whole database by one writer.
+    pub row_locks: bool,
     /// What ends a `SELECT` that locks its rows, skipping those another transaction holds
     /// (nothing where one writer at a time holds the whole database).
     pub skip_locked: &'static str,
@@ -240,6 +250,8 @@ pub(super) trait Columns {
     fn text(&self, column: &str) -> Result<String, StoreError>;
     fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn float(&self, column: &str) -> Result<f64, StoreError>;
     fn opt_int32(&self, column: &str) -> Result<Option<i32>, StoreError>;
     fn boolean(&self, column: &str) -> Result<bool, StoreError>;
     fn time(&self, column: &str) -> Result<Timestamp, StoreError>;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::dialect::Dialect;
 use super::rows::{self, CALL_COLUMNS, OUTCOME_COLUMNS, REJECTED_COLUMNS};
-use super::sql::{Columns, PageKey, Value};
+use super::sql::{Columns, PageKey, Sql, Value};
 use super::{
     Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
 };
@@ -25,7 +25,7 @@ use crate::domain::time::Timestamp;
 use crate::telemetry;
 
 pub(super) struct SqlStore<D> {
-    db: D,
+    pub(super) db: D,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -38,6 +38,10 @@ impl<D: Dialect> SqlStore<D> {
 impl<D: Dialect> Store for SqlStore<D> {
     fn backend(&self) -> Backend {
         D::BACKEND
+    }
+
+    fn campaigns(&self) -> &dyn super::campaigns::CampaignStore {
+        self
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -102,83 +106,13 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     #[tracing::instrument(skip_all, fields(call_id = %call.id))]
     async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
-        let mut sql = D::sql(
-            "INSERT INTO calls (id, agent_id, destination, region, hangup_on_answer_machine, \
-             session_parameters, metadata, state, status_url, campaign_id, attempt, result, \
-             result_source, result_at, created_at, updated_at) VALUES (",
-        );
-        sql.bind(call.id)
-            .push(", ")
-            .bind(call.agent_id.as_str())
-            .push(", ")
-            .bind(call.to.as_str())
-            .push(", ")
-            .bind(call.region.as_str())
-            .push(", ")
-            .bind(call.hangup_on_answer_machine)
-            .push(", ")
-            .bind(super::parameters_json(&call.session_parameters))
-            .push(", ")
-            .bind(&call.metadata)
-            .push(", ")
-            .bind(CallState::Unknown.as_str())
-            .push(", ")
-            .bind(call.status_url.as_str())
-            .push(", ")
-            .bind(call.campaign_id)
-            .push(", ")
-            .bind(i64::from(call.attempt))
-            .push(", ")
-            // Unknown until AI Studio answers: what a crash in between leaves is honest.
-            .bind(upstream_result(CallState::Unknown))
-            .push(", ")
-            .bind(ResultSource::Upstream.as_str())
-            .push(", ")
-            .bind(call.created_at)
-            .push(", ")
-            .bind(call.created_at)
-            .push(", ")
-            .bind(call.created_at)
-            .push(")");
-        self.db.execute(sql).await.map(|_| ())
+        self.db.execute(insert_call::<D>(call)).await.map(|_| ())
     }
 
     #[tracing::instrument(skip(self, result))]
     async fn finish_call(&self, id: Uuid, result: &CallResult) -> Result<(), StoreError> {
-        // A callback for the call may have come before the answer to make-call was recorded:
-        // its result stands.
-        let decided = upstream_result(result.state);
-        let keep = "CASE WHEN result_source = 'callback' THEN";
-        let mut sql = D::sql("UPDATE calls SET state = ");
-        sql.bind(result.state.as_str())
-            .push(", session_id = ")
-            .bind(&result.session_id)
-            .push(", session_start_time = ")
-            .bind(result.session_start_time)
-            .push(", error_status = ")
-            .bind(result.error.as_ref().and_then(|e| e.status).map(i32::from))
-            .push(", error_message = ")
-            .bind(result.error.as_ref().map(|e| e.message.as_str()))
-            .push(", updated_at = ")
-            .bind(result.at)
-            .push(", initiated_at = ")
-            .bind((result.state == CallState::Initiated).then_some(result.at))
-            .push(&format!(", result = {keep} result ELSE "))
-            .bind(decided)
-            .push(&format!(" END, result_source = {keep} result_source ELSE "))
-            .bind(decided.map(|_| ResultSource::Upstream.as_str()))
-            .push(&format!(" END, result_at = {keep} result_at ELSE "))
-            .bind(decided.map(|_| result.at))
-            .push(" END WHERE id = ")
-            .bind(id);
-        sql.push(" RETURNING result_source");
-        let changed = self.db.fetch_all(sql).await?;
-        if let (Some(decided), Some(row)) = (decided, changed.first())
-            && row.opt_text("result_source")?.as_deref() == Some(ResultSource::Upstream.as_str())
-        {
-            telemetry::count_result(decided, ResultSource::Upstream);
-        }
-        Ok(())
+        let changed = self.db.fetch_all(finish_call::<D>(id, result)).await?;
+        count_upstream_result(result, &changed)
     }
 
     #[tracing::instrument(skip(self))]
@@ -421,4 +355,94 @@ impl<D: Dialect> SqlStore<D> {
         }
         Ok(calls)
     }
+}
+
+/// Records a call about to be sent upstream, as `unknown` until AI Studio answers.
+pub(super) fn insert_call<D: Dialect>(call: &NewCall) -> Sql {
+    let mut sql = D::sql(
+        "INSERT INTO calls (id, agent_id, destination, region, hangup_on_answer_machine, \
+         session_parameters, metadata, state, status_url, campaign_id, destination_index, \
+         attempt, result, result_source, result_at, created_at, updated_at) VALUES (",
+    );
+    sql.bind(call.id)
+        .push(", ")
+        .bind(call.agent_id.as_str())
+        .push(", ")
+        .bind(call.to.as_str())
+        .push(", ")
+        .bind(call.region.as_str())
+        .push(", ")
+        .bind(call.hangup_on_answer_machine)
+        .push(", ")
+        .bind(super::parameters_json(&call.session_parameters))
+        .push(", ")
+        .bind(&call.metadata)
+        .push(", ")
+        .bind(CallState::Unknown.as_str())
+        .push(", ")
+        .bind(call.status_url.as_str())
+        .push(", ")
+        .bind(call.campaign_id)
+        .push(", ")
+        .bind(Value::Int(call.destination_index))
+        .push(", ")
+        .bind(i64::from(call.attempt))
+        .push(", ")
+        // Unknown until AI Studio answers: what a crash in between leaves is honest.
+        .bind(upstream_result(CallState::Unknown))
+        .push(", ")
+        .bind(ResultSource::Upstream.as_str())
+        .push(", ")
+        .bind(call.created_at)
+        .push(", ")
+        .bind(call.created_at)
+        .push(", ")
+        .bind(call.created_at)
+        .push(")");
+    sql
+}
+
+/// Records AI Studio's answer to a call; returns the call's `result_source` after it.
+pub(super) fn finish_call<D: Dialect>(id: Uuid, result: &CallResult) -> Sql {
+    // A callback for the call may have come before the answer to make-call was recorded:
+    // its result stands.
+    let decided = upstream_result(result.state);
+    let keep = "CASE WHEN result_source = 'callback' THEN";
+    let mut sql = D::sql("UPDATE calls SET state = ");
+    sql.bind(result.state.as_str())
+        .push(", session_id = ")
+        .bind(&result.session_id)
+        .push(", session_start_time = ")
+        .bind(result.session_start_time)
+        .push(", error_status = ")
+        .bind(result.error.as_ref().and_then(|e| e.status).map(i32::from))
+        .push(", error_message = ")
+        .bind(result.error.as_ref().map(|e| e.message.as_str()))
+        .push(", updated_at = ")
+        .bind(result.at)
+        .push(", initiated_at = ")
+        .bind((result.state == CallState::Initiated).then_some(result.at))
+        .push(&format!(", result = {keep} result ELSE "))
+        .bind(decided)
+        .push(&format!(" END, result_source = {keep} result_source ELSE "))
+        .bind(decided.map(|_| ResultSource::Upstream.as_str()))
+        .push(&format!(" END, result_at = {keep} result_at ELSE "))
+        .bind(decided.map(|_| result.at))
+        .push(" END WHERE id = ")
+        .bind(id);
+    sql.push(" RETURNING result_source");
+    sql
+}
+
+/// Counts the result AI Studio's answer decided, when it stood (a callback's did not yield).
+pub(super) fn count_upstream_result<R: Columns>(
+    result: &CallResult,
+    changed: &[R],
+) -> Result<(), StoreError> {
+    if let (Some(decided), Some(row)) = (upstream_result(result.state), changed.first())
+        && row.opt_text("result_source")?.as_deref() == Some(ResultSource::Upstream.as_str())
+    {
+        telemetry::count_result(decided, ResultSource::Upstream);
+    }
+    Ok(())
 }

@@ -96,6 +96,7 @@ const SYNTAX: Syntax = Syntax {
     greatest: "max",
     least: "min",
     lock_rows: "",
+    row_locks: false,
     skip_locked: "",
     bytewise: "",
 };
@@ -108,6 +109,7 @@ fn bind<'q>(
         Value::Text(v) => query.bind(v),
         Value::Int(v) => query.bind(v),
         Value::Int32(v) => query.bind(v),
+        Value::Float(v) => query.bind(v),
         Value::Bool(v) => query.bind(v),
         Value::Time(v) => query.bind(v.as_ref().map(to_micros)),
         Value::Uuid(v) => query.bind(v.map(|id| id.to_string())),
@@ -185,6 +187,14 @@ impl Columns for SqliteRow {
     }
 
     fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn float(&self, column: &str) -> Result<f64, StoreError> {
         Ok(self.try_get(column)?)
     }
 

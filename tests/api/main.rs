@@ -1,8 +1,10 @@
 //! The HTTP suite: black-box tests over real sockets, each run once per storage backend.
 
 mod helpers;
+mod studio;
 
 mod calls;
+mod campaigns;
 mod hardening;
 mod openapi;
 mod ops;

@@ -239,6 +239,7 @@ async fn replicas_inferring_at_once_infer_each_call_once(backend: Backend) {
                 metadata: None,
                 status_url: format!("https://callhook.example.com/v1/status/calls/{id}/sig"),
                 campaign_id: None,
+                destination_index: None,
                 attempt: 1,
                 created_at: long_ago,
             })

@@ -1,0 +1,675 @@
+//! The dispatcher's transactions. An agent's pace row is the lock that orders everything done
+//! for that agent: a claim holds it while it picks a destination, records the attempt's call
+//! and takes the next slot, so two replicas never claim the same attempt nor crowd the
+//! agent's pace. Later steps change a destination only from the state they expect it in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::campaigns::{
+    Added, AttemptEnd, CampaignRecord, CampaignStore, ClaimOutcome, ClaimRequest, Claimed,
+    Controlled, DispatchGauges, DispatchView, Recovered, RunningCampaign, Settle, Settling,
+};
+use super::dialect::Dialect;
+use super::sql::Columns;
+use super::sql_store::{SqlStore, count_upstream_result, finish_call, insert_call};
+use super::{CallResult, NewCall, StoreError};
+use crate::domain::call::{SessionParameter, UNKNOWN};
+use crate::domain::campaign::{
+    Campaign, CampaignDestination, CampaignFilter, Control, DestinationFilter, OUTSIDE_WINDOW,
+    redial_at,
+};
+use crate::domain::campaign_request::{NewDestination, merge_parameters};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::time::Timestamp;
+use crate::domain::window::{Opening, Window};
+
+/// Due destinations one claim looks at per campaign; those outside their window are moved to
+/// its next opening as they are seen.
+const CANDIDATES: i64 = 50;
+/// What a recovered attempt's call says.
+const ABANDONED: &str = "callhook stopped before AI Studio's answer was recorded; the call may \
+     have been placed and is not retried";
+
+fn parameters(raw: &str) -> Result<Vec<SessionParameter>, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("session parameters: {e}")))
+}
+
+fn seconds(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or_default()
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Locks clause for rows read to be changed in this transaction (row locks only where the
+    /// backend has them; SQLite's one writer holds the whole database).
+    fn lock(of: &str) -> String {
+        if D::SYNTAX.row_locks {
+            format!(" FOR UPDATE OF {of}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Marks the campaign completed when none of its destinations is left undone.
+    async fn complete_if_done(
+        tx: &mut D::Tx,
+        campaign_id: Uuid,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut sql = D::sql("UPDATE campaigns SET state = 'completed', completed_at = ");
+        sql.bind(now)
+            .push(", updated_at = ")
+            .bind(now)
+            .push(" WHERE id = ")
+            .bind(campaign_id)
+            .push(
+                " AND state IN ('running', 'paused') AND next_index > 0 AND NOT EXISTS \
+                 (SELECT 1 FROM campaign_destinations WHERE campaign_id = ",
+            )
+            .bind(campaign_id)
+            .push(" AND state IN ('pending', 'claimed', 'dialing'))");
+        D::execute_in(tx, sql).await.map(|_| ())
+    }
+
+    async fn view(&self, now: Timestamp) -> Result<DispatchView, StoreError> {
+        let mut start = D::sql("UPDATE campaigns SET state = 'running', updated_at = ");
+        start
+            .bind(now)
+            .push(" WHERE state = 'scheduled' AND start_at <= ")
+            .bind(now);
+        self.db.execute(start).await?;
+        let running = D::sql(
+            "SELECT c.id, c.agent_id, (SELECT min(d.next_attempt_at) FROM campaign_destinations d \
+             WHERE d.campaign_id = c.id AND d.state = 'pending') AS next_due \
+             FROM campaigns c WHERE c.state = 'running'",
+        );
+        let running: Vec<RunningCampaign> = self
+            .db
+            .fetch_all(running)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(RunningCampaign {
+                    id: row.uuid("id")?,
+                    agent_id: row.text("agent_id")?,
+                    next_due: row.opt_time("next_due")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let summary = D::sql(
+            "SELECT (SELECT min(start_at) FROM campaigns WHERE state = 'scheduled') AS next_start, \
+             (SELECT count(*) FROM campaign_destinations WHERE state = 'dialing') AS dialing, \
+             (SELECT min(claimed_at) FROM campaign_destinations WHERE state = 'claimed') \
+             AS oldest_claim",
+        );
+        let summary = self.db.fetch_optional(summary).await?;
+        let mut slots = HashMap::new();
+        let agents: BTreeSet<&str> = running.iter().map(|c| c.agent_id.as_str()).collect();
+        if !agents.is_empty() {
+            let mut sql = D::sql("SELECT agent_id, next_slot FROM agent_pace WHERE TRUE");
+            sql.and_in("agent_id", agents);
+            for row in self.db.fetch_all(sql).await? {
+                slots.insert(row.text("agent_id")?, row.time("next_slot")?);
+            }
+        }
+        Ok(DispatchView {
+            next_start: summary
+                .as_ref()
+                .map(|r| r.opt_time("next_start"))
+                .transpose()?
+                .flatten(),
+            dialing: summary
+                .as_ref()
+                .map(|r| r.int("dialing"))
+                .transpose()?
+                .unwrap_or(0),
+            oldest_claim: summary
+                .as_ref()
+                .map(|r| r.opt_time("oldest_claim"))
+                .transpose()?
+                .flatten(),
+            running,
+            slots,
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimOutcome, StoreError> {
+        let now = request.now;
+        let mut tx = self.db.begin_write().await?;
+        let mut pace = D::sql("INSERT INTO agent_pace (agent_id, next_slot) VALUES (");
+        pace.bind(request.agent_id)
+            .push(", ")
+            .bind(now)
+            .push(") ON CONFLICT (agent_id) DO NOTHING");
+        D::execute_in(&mut tx, pace).await?;
+        let mut sql = D::sql("SELECT next_slot FROM agent_pace WHERE agent_id = ");
+        sql.bind(request.agent_id).push(D::SYNTAX.lock_rows);
+        let next_slot = match D::fetch_all_in(&mut tx, sql).await?.first() {
+            Some(row) => row.time("next_slot")?,
+            None => now,
+        };
+        if next_slot > now + seconds(request.lookahead) {
+            return Ok(ClaimOutcome::Wait(next_slot));
+        }
+        // A pause or cancel waits for this claim (and the claim sees it if it came first).
+        let mut sql = D::sql(
+            "SELECT id, calls_per_second, call_window, session_parameters, \
+             hangup_on_answer_machine, status_base FROM campaigns WHERE state = 'running' \
+             AND agent_id = ",
+        );
+        sql.bind(request.agent_id);
+        if D::SYNTAX.row_locks {
+            sql.push(" FOR SHARE");
+        }
+        let campaigns = D::fetch_all_in(&mut tx, sql).await?;
+        let Some(slowest) = campaigns
+            .iter()
+            .map(|row| row.float("calls_per_second"))
+            .collect::<Result<Vec<f64>, _>>()?
+            .into_iter()
+            .reduce(f64::min)
+        else {
+            return Ok(ClaimOutcome::Idle);
+        };
+        let mut candidates = Vec::new();
+        for campaign in &campaigns {
+            let id = campaign.uuid("id")?;
+            let mut sql = D::sql(
+                "SELECT campaign_id, idx, destination, session_parameters, metadata, attempts, \
+                 upstream_failures, call_id, next_attempt_at FROM campaign_destinations d \
+                 WHERE state = 'pending' AND campaign_id = ",
+            );
+            sql.bind(id)
+                .push(" AND next_attempt_at <= ")
+                .bind(now)
+                .push(" ORDER BY next_attempt_at, idx LIMIT ")
+                .bind(CANDIDATES)
+                .push(&Self::lock("d"));
+            for row in D::fetch_all_in(&mut tx, sql).await? {
+                candidates.push((row.time("next_attempt_at")?, row.int("idx")?, id, row));
+            }
+        }
+        candidates.sort_by_key(|(due, index, id, _)| (*due, *id, *index));
+        let mut chosen = None;
+        let mut ended = BTreeSet::new();
+        for (due, index, campaign_id, row) in candidates {
+            let campaign = campaigns
+                .iter()
+                .find(|c| c.uuid("id").ok() == Some(campaign_id))
+                .ok_or_else(|| StoreError::Corrupt("claimed campaign vanished".into()))?;
+            let to = row.text("destination")?;
+            let opening = match campaign.opt_text("call_window")? {
+                None => Opening::Now,
+                Some(window) => match serde_json::from_str::<Window>(&window) {
+                    Ok(window) => (request.opening)(&window, &to),
+                    Err(e) => return Err(StoreError::Corrupt(format!("window: {e}"))),
+                },
+            };
+            let mut update = D::sql("UPDATE campaign_destinations SET ");
+            match opening {
+                Opening::Now => {
+                    chosen = Some((due, index, campaign_id, row, campaign));
+                    break;
+                }
+                Opening::At(at) => {
+                    update.push("next_attempt_at = ").bind(at);
+                }
+                Opening::Never => {
+                    update
+                        .push("state = 'done', next_attempt_at = NULL, result = ")
+                        .bind(OUTSIDE_WINDOW);
+                    ended.insert(campaign_id);
+                }
+            }
+            update
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE campaign_id = ")
+                .bind(campaign_id)
+                .push(" AND idx = ")
+                .bind(index);
+            D::execute_in(&mut tx, update).await?;
+        }
+        for campaign_id in ended {
+            Self::complete_if_done(&mut tx, campaign_id, now).await?;
+        }
+        let Some((due, index, campaign_id, row, campaign)) = chosen else {
+            D::commit(tx).await?;
+            return Ok(ClaimOutcome::Idle);
+        };
+        let slot = next_slot.max(now + seconds(request.lead));
+        let spacing = Duration::from_secs_f64(1.0 / slowest) + request.margin;
+        let mut pace = D::sql("UPDATE agent_pace SET next_slot = ");
+        pace.bind(slot + seconds(spacing))
+            .push(" WHERE agent_id = ")
+            .bind(request.agent_id);
+        D::execute_in(&mut tx, pace).await?;
+
+        let reused = row.opt_uuid("call_id")?;
+        let attempts = u32::try_from(row.int32("attempts")?).unwrap_or(0);
+        let (call_id, attempt) = match reused {
+            Some(call_id) => (call_id, attempts.max(1)),
+            None => (request.call_id, attempts + 1),
+        };
+        let base = campaign.text("status_base")?;
+        let status_url = (request.status_url)(&base, call_id);
+        let to = row.text("destination")?;
+        let own = parameters(&row.text("session_parameters")?)?;
+        let session_parameters =
+            merge_parameters(&parameters(&campaign.text("session_parameters")?)?, &own);
+        let hangup = campaign.boolean("hangup_on_answer_machine")?;
+        if reused.is_some() {
+            // The same attempt sent again: unknown until AI Studio answers, as a new one.
+            let mut sql = D::sql("UPDATE calls SET state = 'unknown', result = ");
+            sql.bind(UNKNOWN)
+                .push(", result_source = 'upstream', result_at = ")
+                .bind(now)
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE id = ")
+                .bind(call_id);
+            D::execute_in(&mut tx, sql).await?;
+        } else {
+            let call = NewCall {
+                id: call_id,
+                agent_id: request.agent_id.to_owned(),
+                to: to.clone(),
+                region: request.region,
+                hangup_on_answer_machine: hangup,
+                session_parameters: session_parameters.clone(),
+                metadata: row.opt_text("metadata")?,
+                status_url: status_url.clone(),
+                campaign_id: Some(campaign_id),
+                destination_index: Some(index),
+                attempt,
+                created_at: now,
+            };
+            D::execute_in(&mut tx, insert_call::<D>(&call)).await?;
+        }
+        let mut sql = D::sql("UPDATE campaign_destinations SET state = 'claimed', attempts = ");
+        sql.bind(attempt as i32)
+            .push(", call_id = ")
+            .bind(call_id)
+            .push(", claimed_at = ")
+            .bind(now)
+            .push(", next_attempt_at = NULL, updated_at = ")
+            .bind(now)
+            .push(" WHERE campaign_id = ")
+            .bind(campaign_id)
+            .push(" AND idx = ")
+            .bind(index);
+        D::execute_in(&mut tx, sql).await?;
+        D::commit(tx).await?;
+        Ok(ClaimOutcome::Claimed(Box::new(Claimed {
+            campaign_id,
+            index,
+            call_id,
+            attempt,
+            agent_id: request.agent_id.to_owned(),
+            to,
+            session_parameters,
+            hangup_on_answer_machine: hangup,
+            status_url,
+            slot,
+            ready_at: due.max(next_slot),
+            upstream_failures: u32::try_from(row.int32("upstream_failures")?).unwrap_or(0),
+            spacing,
+        })))
+    }
+
+    async fn finish(
+        &self,
+        claimed: &Claimed,
+        answer: &CallResult,
+        end: &AttemptEnd,
+    ) -> Result<bool, StoreError> {
+        let now = answer.at;
+        let mut tx = self.db.begin_write().await?;
+        let mut sql = D::sql("UPDATE campaign_destinations SET ");
+        match end {
+            AttemptEnd::Initiated => {
+                sql.push("state = 'dialing', upstream_failures = 0");
+            }
+            AttemptEnd::Retry {
+                at,
+                upstream_failures,
+                ..
+            } => {
+                sql.push("state = 'pending', next_attempt_at = ")
+                    .bind(*at)
+                    .push(", upstream_failures = ")
+                    .bind(*upstream_failures as i32);
+            }
+            AttemptEnd::Pause(_) => {
+                sql.push("state = 'pending', next_attempt_at = ").bind(now);
+            }
+            AttemptEnd::Done(result) => {
+                sql.push("state = 'done', result = ").bind(result.as_str());
+            }
+        }
+        sql.push(", claimed_at = NULL, updated_at = ")
+            .bind(now)
+            .push(" WHERE campaign_id = ")
+            .bind(claimed.campaign_id)
+            .push(" AND idx = ")
+            .bind(claimed.index)
+            .push(" AND state = 'claimed' AND call_id = ")
+            .bind(claimed.call_id);
+        if D::execute_in(&mut tx, sql).await? == 0 {
+            return Ok(false);
+        }
+        match end {
+            AttemptEnd::Initiated | AttemptEnd::Done(_) => {
+                let changed =
+                    D::fetch_all_in(&mut tx, finish_call::<D>(claimed.call_id, answer)).await?;
+                if matches!(end, AttemptEnd::Done(_)) {
+                    Self::complete_if_done(&mut tx, claimed.campaign_id, now).await?;
+                }
+                D::commit(tx).await?;
+                count_upstream_result(answer, &changed)?;
+                return Ok(true);
+            }
+            AttemptEnd::Retry { pace_until, .. } => {
+                // Undecided: the same call is sent again.
+                D::execute_in(&mut tx, undecided_call::<D>(claimed.call_id, answer)).await?;
+                if let Some(until) = pace_until {
+                    D::execute_in(&mut tx, delay_pace::<D>(&claimed.agent_id, *until)).await?;
+                }
+            }
+            AttemptEnd::Pause(error) => {
+                D::execute_in(&mut tx, undecided_call::<D>(claimed.call_id, answer)).await?;
+                let mut sql = D::sql("UPDATE campaigns SET state = 'paused', error_status = ");
+                sql.bind(error.status.map(i32::from))
+                    .push(", error_message = ")
+                    .bind(error.message.as_str())
+                    .push(", updated_at = ")
+                    .bind(now)
+                    .push(" WHERE id = ")
+                    .bind(claimed.campaign_id)
+                    .push(" AND state = 'running'");
+                D::execute_in(&mut tx, sql).await?;
+            }
+        }
+        D::commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn settle(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Settling, Settle)>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut sql = D::sql(
+            "SELECT d.campaign_id, d.idx, d.call_id, d.attempts, c.result, c.result_at, \
+             p.max_attempts, p.redial_on, p.redial_after_secs \
+             FROM campaign_destinations d JOIN calls c ON c.id = d.call_id \
+             JOIN campaigns p ON p.id = d.campaign_id \
+             WHERE d.state = 'dialing' AND c.result IS NOT NULL LIMIT ",
+        );
+        sql.bind(i64::from(limit));
+        if D::SYNTAX.row_locks {
+            sql.push(" FOR UPDATE OF d SKIP LOCKED");
+        }
+        let mut settled = Vec::new();
+        let mut ended = BTreeSet::new();
+        for row in D::fetch_all_in(&mut tx, sql).await? {
+            let settling = Settling {
+                campaign_id: row.uuid("campaign_id")?,
+                index: row.int("idx")?,
+                call_id: row.uuid("call_id")?,
+                attempts: u32::try_from(row.int32("attempts")?).unwrap_or(0),
+                result: row.text("result")?,
+                result_at: row.opt_time("result_at")?.unwrap_or(now),
+                max_attempts: u32::try_from(row.int32("max_attempts")?).unwrap_or(1),
+                redial_on: serde_json::from_str(&row.text("redial_on")?)
+                    .map_err(|e| StoreError::Corrupt(format!("redial_on: {e}")))?,
+                redial_after_secs: u64::try_from(row.int("redial_after_secs")?).unwrap_or(0),
+            };
+            let decision = match redial_at(
+                &settling.result,
+                settling.attempts,
+                settling.max_attempts,
+                &settling.redial_on,
+                settling.redial_after_secs,
+                settling.result_at,
+            ) {
+                Some(at) => Settle::Redial(at),
+                None => Settle::Done,
+            };
+            let mut update = D::sql("UPDATE campaign_destinations SET ");
+            match decision {
+                Settle::Redial(at) => {
+                    update
+                        .push("state = 'pending', call_id = NULL, next_attempt_at = ")
+                        .bind(at);
+                }
+                Settle::Done => {
+                    update
+                        .push("state = 'done', result = ")
+                        .bind(settling.result.as_str());
+                    ended.insert(settling.campaign_id);
+                }
+            }
+            update
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE campaign_id = ")
+                .bind(settling.campaign_id)
+                .push(" AND idx = ")
+                .bind(settling.index)
+                .push(" AND state = 'dialing'");
+            if D::execute_in(&mut tx, update).await? == 1 {
+                settled.push((settling, decision));
+            }
+        }
+        for campaign_id in ended {
+            Self::complete_if_done(&mut tx, campaign_id, now).await?;
+        }
+        D::commit(tx).await?;
+        Ok(settled)
+    }
+
+    async fn recover(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Recovered>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut sql = D::sql(
+            "SELECT campaign_id, idx, call_id, attempts FROM campaign_destinations d \
+             WHERE state = 'claimed' AND claimed_at < ",
+        );
+        sql.bind(claimed_before).push(&Self::lock("d"));
+        let mut recovered = Vec::new();
+        for row in D::fetch_all_in(&mut tx, sql).await? {
+            let found = Recovered {
+                campaign_id: row.uuid("campaign_id")?,
+                index: row.int("idx")?,
+                call_id: row.uuid("call_id")?,
+                attempt: u32::try_from(row.int32("attempts")?).unwrap_or(0),
+            };
+            let mut update = D::sql("UPDATE campaign_destinations SET state = 'done', result = ");
+            update
+                .bind(UNKNOWN)
+                .push(", claimed_at = NULL, updated_at = ")
+                .bind(now)
+                .push(" WHERE campaign_id = ")
+                .bind(found.campaign_id)
+                .push(" AND idx = ")
+                .bind(found.index)
+                .push(" AND state = 'claimed'");
+            if D::execute_in(&mut tx, update).await? == 0 {
+                continue;
+            }
+            let mut call = D::sql("UPDATE calls SET error_message = ");
+            call.bind(ABANDONED)
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE state = 'unknown' AND id = ")
+                .bind(found.call_id);
+            D::execute_in(&mut tx, call).await?;
+            recovered.push(found);
+        }
+        let campaigns: BTreeSet<Uuid> = recovered.iter().map(|r| r.campaign_id).collect();
+        for campaign_id in campaigns {
+            Self::complete_if_done(&mut tx, campaign_id, now).await?;
+        }
+        D::commit(tx).await?;
+        Ok(recovered)
+    }
+
+    async fn gauges(&self) -> Result<DispatchGauges, StoreError> {
+        let in_flight = D::sql(
+            "SELECT c.agent_id, count(*) AS n FROM campaign_destinations d \
+             JOIN campaigns c ON c.id = d.campaign_id \
+             WHERE d.state IN ('claimed', 'dialing') GROUP BY c.agent_id",
+        );
+        let in_flight = self
+            .db
+            .fetch_all(in_flight)
+            .await?
+            .iter()
+            .map(|row| Ok((row.text("agent_id")?, row.int("n")?)))
+            .collect::<Result<_, StoreError>>()?;
+        let states = D::sql("SELECT state, count(*) AS n FROM campaigns GROUP BY state");
+        let campaigns = self
+            .db
+            .fetch_all(states)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    super::campaign_sql::campaign_state(&row.text("state")?)?,
+                    row.int("n")?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(DispatchGauges {
+            in_flight,
+            campaigns,
+        })
+    }
+}
+
+/// Moves an agent's next slot to `not_before` if it is earlier.
+fn delay_pace<D: Dialect>(agent_id: &str, not_before: Timestamp) -> super::sql::Sql {
+    let mut sql = D::sql(format!(
+        "UPDATE agent_pace SET next_slot = {}(next_slot, ",
+        D::SYNTAX.greatest
+    ));
+    sql.bind(not_before)
+        .push(") WHERE agent_id = ")
+        .bind(agent_id);
+    sql
+}
+
+/// A call whose request was refused in a way that sends it again (a rate limit, an outage,
+/// a paused campaign): what AI Studio said, and no result yet.
+fn undecided_call<D: Dialect>(id: Uuid, answer: &CallResult) -> super::sql::Sql {
+    let mut sql = D::sql("UPDATE calls SET state = ");
+    sql.bind(answer.state.as_str())
+        .push(", error_status = ")
+        .bind(answer.error.as_ref().and_then(|e| e.status).map(i32::from))
+        .push(", error_message = ")
+        .bind(answer.error.as_ref().map(|e| e.message.as_str()))
+        .push(", result = NULL, result_source = NULL, result_at = NULL, updated_at = ")
+        .bind(answer.at)
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND (result_source IS NULL OR result_source <> 'callback')");
+    sql
+}
+
+#[async_trait]
+impl<D: Dialect> CampaignStore for SqlStore<D> {
+    async fn create_campaign(&self, record: &CampaignRecord<'_>) -> Result<(), StoreError> {
+        self.create_campaign_in(record).await
+    }
+
+    async fn add_destinations(
+        &self,
+        id: Uuid,
+        destinations: &[NewDestination],
+        now: Timestamp,
+    ) -> Result<Added, StoreError> {
+        self.add_destinations_in(id, destinations, now).await
+    }
+
+    async fn campaign(&self, id: Uuid) -> Result<Option<Campaign>, StoreError> {
+        self.campaign_by_id(id).await
+    }
+
+    async fn campaigns(
+        &self,
+        filter: &CampaignFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Campaign>, StoreError> {
+        self.campaign_page(filter, page).await
+    }
+
+    async fn destinations(
+        &self,
+        id: Uuid,
+        filter: &DestinationFilter,
+        page: &PageRequest,
+    ) -> Result<Option<Page<CampaignDestination>>, StoreError> {
+        self.destination_page(id, filter, page).await
+    }
+
+    async fn control_campaign(
+        &self,
+        id: Uuid,
+        control: Control,
+        now: Timestamp,
+    ) -> Result<Controlled, StoreError> {
+        self.control_campaign_in(id, control, now).await
+    }
+
+    async fn dispatch_view(&self, now: Timestamp) -> Result<DispatchView, StoreError> {
+        self.view(now).await
+    }
+
+    async fn claim_attempt(&self, request: &ClaimRequest<'_>) -> Result<ClaimOutcome, StoreError> {
+        self.claim(request).await
+    }
+
+    async fn delay_pace(&self, agent_id: &str, not_before: Timestamp) -> Result<(), StoreError> {
+        self.db
+            .execute(delay_pace::<D>(agent_id, not_before))
+            .await
+            .map(|_| ())
+    }
+
+    async fn finish_attempt(
+        &self,
+        claimed: &Claimed,
+        answer: &CallResult,
+        end: &AttemptEnd,
+    ) -> Result<bool, StoreError> {
+        self.finish(claimed, answer, end).await
+    }
+
+    async fn settle_results(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Settling, Settle)>, StoreError> {
+        self.settle(now, limit).await
+    }
+
+    async fn recover_claims(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Recovered>, StoreError> {
+        self.recover(claimed_before, now).await
+    }
+
+    async fn dispatch_gauges(&self) -> Result<DispatchGauges, StoreError> {
+        self.gauges().await
+    }
+}
