@@ -1,7 +1,8 @@
-//! Call results with several replicas of the binary on one PostgreSQL database, and across a
-//! crash: every call is inferred `answered` exactly once, counted by the replicas' own
-//! metrics. AI Studio is stood in for by a real local server (wiremock). Needs the test
-//! PostgreSQL that `scripts/test` starts. (Two replicas' rounds seldom overlap here; the race
+//! Several replicas of the binary on one PostgreSQL database, and crashes (`kill -9`): every
+//! call is inferred `answered` exactly once, counted by the replicas' own metrics; campaigns
+//! keep their agent's pace across replicas, never dial an attempt twice, and finish after a
+//! crash. AI Studio is stood in for by real local servers (wiremock, and the recording stand-in
+//! of the HTTP suite). Needs the test PostgreSQL that `scripts/test` starts. (Two replicas' rounds seldom overlap here; the race
 //! itself, several inferences at once in tight loops, is `store::…replicas_inferring_at_once…`
 //! in the HTTP suite, which fails when the inference does not recheck or skip locked rows.)
 
@@ -12,6 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[allow(dead_code)]
+#[path = "api/studio.rs"]
+mod studio;
+
+use studio::{Answer, Studio};
 
 const TOKEN: &str = "replica-token-0123456789";
 const SECRET: &str = "replica-ingest-secret-0123456789";
@@ -35,6 +42,7 @@ impl Replica {
                 ("CALLHOOK_INGEST_SECRET", SECRET),
                 ("VGAI_API_KEY", "replica-vgai-key"),
                 ("VGAI_BASE_URL", upstream),
+                ("VGAI_TIMEOUT_SECS", "0.5"),
                 ("CALLHOOK_PUBLIC_URL", "https://callhook.example.com"),
                 ("CALLHOOK_ANSWER_GRACE_SECS", grace),
                 ("CALLHOOK_SPOOL_DIR", spool.to_str().unwrap()),
@@ -233,4 +241,154 @@ async fn a_replica_killed_inside_the_grace_window_leaves_the_inference_to_its_su
     all_inferred(&successor, calls).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(successor.inferred().await, calls as f64);
+}
+
+/// A campaign of `count` destinations of `agent` at `rate` calls per second, one attempt each.
+async fn start_campaign(
+    replica: &Replica,
+    agent: &str,
+    first: usize,
+    count: usize,
+    rate: f64,
+) -> String {
+    let destinations: Vec<Value> = (first..first + count)
+        .map(|n| json!({"to": format!("9725422{n:05}")}))
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/campaigns", replica.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"agent_id": agent, "calls_per_second": rate, "destinations": destinations}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let campaign: Value = response.json().await.unwrap();
+    campaign["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls the campaign until it is completed, for at most `within`.
+async fn until_completed(replica: &Replica, id: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let campaign: Value = reqwest::Client::new()
+            .get(format!("{}/v1/campaigns/{id}", replica.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if campaign["state"] == "completed" {
+            return campaign;
+        }
+        assert!(started.elapsed() < within, "not completed: {campaign}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that no destination and no call was requested twice.
+fn assert_dialled_once(requests: &[studio::Request]) {
+    let mut numbers: Vec<&str> = requests.iter().map(|r| r.to.as_str()).collect();
+    let mut calls: Vec<&str> = requests.iter().map(|r| r.status_url.as_str()).collect();
+    numbers.sort_unstable();
+    calls.sort_unstable();
+    let (n, c) = (numbers.len(), calls.len());
+    numbers.dedup();
+    calls.dedup();
+    assert_eq!(numbers.len(), n, "a destination was dialled twice");
+    assert_eq!(calls.len(), c, "a call was requested twice");
+}
+
+/// `kill -9` while a request is in flight, then a successor on the same database: it finishes
+/// the campaign; the attempt cut off mid-request is `unknown` and never dialled again.
+async fn a_campaign_finishes_after_its_replica_is_killed_mid_request(database_url: &str) {
+    let studio = Studio::start().await;
+    // Each answer takes 150 ms of the 200 ms between requests: a kill lands mid-request.
+    studio.answer_agent("agent", Some(Answer::Slow(150)));
+    let doomed = Replica::start(database_url, &studio.uri(), "1");
+    let destinations = 20;
+    let id = start_campaign(&doomed, "agent", 0, destinations, 5.0).await;
+    studio.wait_for_requests(6, Duration::from_secs(10)).await;
+    doomed.crash();
+    let dialled_before = studio.requests().len();
+    let successor = Replica::start(database_url, &studio.uri(), "1");
+    // The abandoned claim is taken for unknown once its lease (the upstream timeout + 15 s)
+    // has passed.
+    let campaign = until_completed(&successor, &id, Duration::from_secs(45)).await;
+    let requests = studio.requests();
+    assert_dialled_once(&requests);
+    let counts = &campaign["counts"];
+    assert_eq!(counts["destinations"], destinations);
+    assert_eq!(counts["done"], destinations);
+    assert_eq!(
+        counts["calls"], destinations,
+        "one attempt each: {campaign}"
+    );
+    let (answered, unknown) = (
+        counts["results"]["answered"].as_u64().unwrap(),
+        counts["results"]["unknown"].as_u64().unwrap(),
+    );
+    assert_eq!(answered + unknown, destinations as u64, "{campaign}");
+    assert!(
+        unknown >= 1,
+        "the attempt in flight at the kill is unknown: {campaign}"
+    );
+    assert!(
+        dialled_before < requests.len() && requests.len() <= destinations,
+        "{dialled_before} before the kill, {} in all",
+        requests.len()
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_survives_kill_9_on_postgres() {
+    a_campaign_finishes_after_its_replica_is_killed_mid_request(&database().await).await;
+}
+
+#[tokio::test]
+async fn a_campaign_survives_kill_9_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("callhook.db").display());
+    a_campaign_finishes_after_its_replica_is_killed_mid_request(&url).await;
+}
+
+/// Two replicas dial two campaigns of one agent: the agent's requests stay one pace apart,
+/// no attempt is dialled twice, and both replicas take part.
+#[tokio::test]
+async fn two_replicas_share_an_agents_pace_and_dial_each_attempt_once() {
+    let (database_url, studio) = (database().await, Studio::start().await);
+    let first = Replica::start(&database_url, &studio.uri(), "1");
+    let second = Replica::start(&database_url, &studio.uri(), "1");
+    let a = start_campaign(&first, "agent", 0, 12, 4.0).await;
+    let b = start_campaign(&second, "agent", 100, 12, 4.0).await;
+    until_completed(&first, &a, Duration::from_secs(30)).await;
+    until_completed(&second, &b, Duration::from_secs(30)).await;
+    let requests = studio.requests();
+    assert_eq!(requests.len(), 24);
+    assert_dialled_once(&requests);
+    let mut arrivals: Vec<Instant> = requests.iter().map(|r| r.at).collect();
+    arrivals.sort();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap + Duration::from_millis(5) >= Duration::from_millis(250),
+            "two requests for one agent {gap:?} apart"
+        );
+    }
+    let placed = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"callhook_calls_total{state="initiated"} "#))
+            .map_or(0.0, |n| n.trim().parse::<f64>().unwrap())
+    };
+    let (by_first, by_second) = (
+        placed(first.metrics().await),
+        placed(second.metrics().await),
+    );
+    assert_eq!(by_first + by_second, 24.0);
+    assert!(
+        by_first > 0.0 && by_second > 0.0,
+        "one replica dialled everything: {by_first} and {by_second}"
+    );
 }

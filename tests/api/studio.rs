@@ -30,6 +30,9 @@ pub enum Answer {
     TooMany(u64),
     /// No answer within the client's timeout.
     Hang,
+    /// 200 after this many milliseconds.
+    #[allow(dead_code)] // the replica tests answer slowly; the HTTP suite does not
+    Slow(u64),
 }
 
 /// A make-call request as it arrived.
@@ -201,6 +204,10 @@ async fn make_call(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         Answer::TooMany(seconds) => refused(429, &[(header::RETRY_AFTER, seconds.to_string())]),
         Answer::Hang => {
             tokio::time::sleep(HANG).await;
+            accepted()
+        }
+        Answer::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             accepted()
         }
     }
