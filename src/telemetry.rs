@@ -107,6 +107,9 @@ pub fn register_counters() {
         metrics::counter!("callhook_call_results_total", "result" => result, "source" => source.as_str())
             .increment(0);
     }
+    for result in crate::domain::campaign::COUNTED_RESULTS {
+        metrics::counter!("callhook_campaign_attempts_total", "result" => result).increment(0);
+    }
     for name in [
         "callhook_spool_replayed_total",
         "callhook_spool_refused_total",

@@ -52,8 +52,7 @@ CREATE TABLE campaign_destinations (
 
 CREATE INDEX campaign_destinations_due ON campaign_destinations (campaign_id, next_attempt_at, idx)
     WHERE state = 'pending';
-CREATE INDEX campaign_destinations_active ON campaign_destinations (state, claimed_at)
-    WHERE state IN ('claimed', 'dialing');
+CREATE INDEX campaign_destinations_active ON campaign_destinations (state, claimed_at);
 CREATE INDEX campaign_destinations_counts ON campaign_destinations (campaign_id, state, result, attempts);
 
 -- The next instant a request for the agent may be sent, shared by every campaign and replica.

@@ -35,7 +35,7 @@ impl Inference {
             loop {
                 ticks.tick().await;
                 if infer(store.as_ref(), grace).await {
-                    results.notify();
+                    results.results();
                 }
             }
         });

@@ -74,8 +74,12 @@ pub(super) async fn dial(context: Arc<Context>, claimed: Claimed) {
     let end = end_of(&answer, claimed.upstream_failures, now());
     let recorded = outcome_of(&answer);
     metrics::counter!("callhook_calls_total", "state" => recorded.state.as_str()).increment(1);
+    // A placed attempt waits for its result; any other end changes what is due.
+    let placed = end == AttemptEnd::Initiated;
     record(&context, &claimed, &recorded, end).await;
-    context.wake.notify();
+    if !placed {
+        context.wake.notify();
+    }
 }
 
 /// Records the answer, trying again while the database is unavailable. Left unrecorded, the

@@ -10,6 +10,7 @@ mod dial;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -45,15 +46,33 @@ const MAX_AGENT_LABELS: usize = 100;
 
 /// Wakes the dispatcher: cheap to clone, and coalescing (many wakes before a round are one).
 #[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
+pub struct Wake(Arc<WakeInner>);
+
+#[derive(Default)]
+struct WakeInner {
+    notify: Notify,
+    /// Calls got results since the last settling.
+    results: AtomicBool,
+}
 
 impl Wake {
+    /// There is new work (a campaign, destinations, a resume, an answer recorded).
     pub fn notify(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// Calls got results: placed attempts may settle.
+    pub fn results(&self) {
+        self.0.results.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn take_results(&self) -> bool {
+        self.0.results.swap(false, Ordering::AcqRel)
     }
 
     async fn notified(&self) {
-        self.0.notified().await;
+        self.0.notify.notified().await;
     }
 }
 
@@ -121,9 +140,17 @@ struct Context {
 
 async fn run(context: Arc<Context>) {
     let mut gauges_at: Option<tokio::time::Instant> = None;
+    let mut settled_at: Option<tokio::time::Instant> = None;
     let mut labelled = Vec::new();
     loop {
-        let next = match round(&context).await {
+        // Attempts settle when this replica stored results, and every idle round for the
+        // results another replica stored.
+        let settling =
+            context.wake.take_results() || settled_at.is_none_or(|at| at.elapsed() >= IDLE_ROUND);
+        if settling {
+            settled_at = Some(tokio::time::Instant::now());
+        }
+        let next = match round(&context, settling).await {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(%error, "the campaign dispatcher could not read the database; trying again shortly");
@@ -143,7 +170,7 @@ async fn run(context: Arc<Context>) {
 }
 
 /// One round; returns when the next one is due.
-async fn round(context: &Arc<Context>) -> Result<Timestamp, StoreError> {
+async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, StoreError> {
     let store = context.store.campaigns();
     let at = now();
     let view = store.dispatch_view(at).await?;
@@ -166,7 +193,7 @@ async fn round(context: &Arc<Context>) -> Result<Timestamp, StoreError> {
             next = next.min(oldest + lease);
         }
     }
-    if view.dialing > 0 {
+    if settling && view.dialing > 0 {
         settle(context).await?;
     }
     if let Some(start) = view.next_start {
@@ -194,7 +221,8 @@ async fn round(context: &Arc<Context>) -> Result<Timestamp, StoreError> {
         }
         match claim(context, agent_id, at).await? {
             ClaimOutcome::Claimed(claimed) => {
-                next = next.min(claimed.slot);
+                let spacing = chrono::Duration::from_std(claimed.spacing).unwrap_or_default();
+                next = next.min(claimed.slot + spacing - lookahead);
                 tokio::spawn(dial::dial(context.clone(), *claimed));
             }
             ClaimOutcome::Wait(slot) => next = next.min(slot - lookahead),

@@ -54,7 +54,7 @@ impl Recorder {
             }
         };
         if recorded.is_ok() && callbacks.iter().any(|c| c.call_id.is_some()) {
-            self.results.notify();
+            self.results.results();
         }
         recorded
     }

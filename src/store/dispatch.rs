@@ -75,12 +75,36 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     async fn view(&self, now: Timestamp) -> Result<DispatchView, StoreError> {
-        let mut start = D::sql("UPDATE campaigns SET state = 'running', updated_at = ");
-        start
-            .bind(now)
-            .push(" WHERE state = 'scheduled' AND start_at <= ")
-            .bind(now);
-        self.db.execute(start).await?;
+        let summary = D::sql(
+            "SELECT (SELECT min(start_at) FROM campaigns WHERE state = 'scheduled') AS next_start, \
+             (SELECT count(*) FROM campaign_destinations WHERE state = 'dialing') AS dialing, \
+             (SELECT min(claimed_at) FROM campaign_destinations WHERE state = 'claimed') \
+             AS oldest_claim",
+        );
+        let summary = self.db.fetch_optional(summary).await?;
+        let mut next_start = summary
+            .as_ref()
+            .map(|r| r.opt_time("next_start"))
+            .transpose()?
+            .flatten();
+        if next_start.is_some_and(|at| at <= now) {
+            let mut start = D::sql("UPDATE campaigns SET state = 'running', updated_at = ");
+            start
+                .bind(now)
+                .push(" WHERE state = 'scheduled' AND start_at <= ")
+                .bind(now);
+            self.db.execute(start).await?;
+            let sql = D::sql(
+                "SELECT min(start_at) AS next_start FROM campaigns WHERE state = 'scheduled'",
+            );
+            next_start = self
+                .db
+                .fetch_optional(sql)
+                .await?
+                .map(|r| r.opt_time("next_start"))
+                .transpose()?
+                .flatten();
+        }
         let running = D::sql(
             "SELECT c.id, c.agent_id, (SELECT min(d.next_attempt_at) FROM campaign_destinations d \
              WHERE d.campaign_id = c.id AND d.state = 'pending') AS next_due \
@@ -99,13 +123,6 @@ impl<D: Dialect> SqlStore<D> {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let summary = D::sql(
-            "SELECT (SELECT min(start_at) FROM campaigns WHERE state = 'scheduled') AS next_start, \
-             (SELECT count(*) FROM campaign_destinations WHERE state = 'dialing') AS dialing, \
-             (SELECT min(claimed_at) FROM campaign_destinations WHERE state = 'claimed') \
-             AS oldest_claim",
-        );
-        let summary = self.db.fetch_optional(summary).await?;
         let mut slots = HashMap::new();
         let agents: BTreeSet<&str> = running.iter().map(|c| c.agent_id.as_str()).collect();
         if !agents.is_empty() {
@@ -116,11 +133,7 @@ impl<D: Dialect> SqlStore<D> {
             }
         }
         Ok(DispatchView {
-            next_start: summary
-                .as_ref()
-                .map(|r| r.opt_time("next_start"))
-                .transpose()?
-                .flatten(),
+            next_start,
             dialing: summary
                 .as_ref()
                 .map(|r| r.int("dialing"))
@@ -139,15 +152,23 @@ impl<D: Dialect> SqlStore<D> {
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<ClaimOutcome, StoreError> {
         let now = request.now;
         let mut tx = self.db.begin_write().await?;
-        let mut pace = D::sql("INSERT INTO agent_pace (agent_id, next_slot) VALUES (");
-        pace.bind(request.agent_id)
-            .push(", ")
-            .bind(now)
-            .push(") ON CONFLICT (agent_id) DO NOTHING");
-        D::execute_in(&mut tx, pace).await?;
-        let mut sql = D::sql("SELECT next_slot FROM agent_pace WHERE agent_id = ");
-        sql.bind(request.agent_id).push(D::SYNTAX.lock_rows);
-        let next_slot = match D::fetch_all_in(&mut tx, sql).await?.first() {
+        let pace_row = || {
+            let mut sql = D::sql("SELECT next_slot FROM agent_pace WHERE agent_id = ");
+            sql.bind(request.agent_id).push(D::SYNTAX.lock_rows);
+            sql
+        };
+        let mut found = D::fetch_all_in(&mut tx, pace_row()).await?;
+        if found.is_empty() {
+            // The agent's first claim makes its row (another replica's may come first).
+            let mut pace = D::sql("INSERT INTO agent_pace (agent_id, next_slot) VALUES (");
+            pace.bind(request.agent_id)
+                .push(", ")
+                .bind(now)
+                .push(") ON CONFLICT (agent_id) DO NOTHING");
+            D::execute_in(&mut tx, pace).await?;
+            found = D::fetch_all_in(&mut tx, pace_row()).await?;
+        }
+        let next_slot = match found.first() {
             Some(row) => row.time("next_slot")?,
             None => now,
         };
@@ -285,7 +306,8 @@ impl<D: Dialect> SqlStore<D> {
                 campaign_id: Some(campaign_id),
                 destination_index: Some(index),
                 attempt,
-                created_at: now,
+                // The instant its request is sent, a slot of the agent's pace.
+                created_at: slot,
             };
             D::execute_in(&mut tx, insert_call::<D>(&call)).await?;
         }
