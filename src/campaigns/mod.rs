@@ -208,6 +208,10 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
         }
     }
     let lookahead = chrono::Duration::from_std(LOOKAHEAD).unwrap_or_default();
+    if context.placer.upstream().is_none() {
+        // Without VGAI_API_KEY nothing is dialled: campaigns wait, their destinations intact.
+        return Ok(next);
+    }
     for (agent_id, due_at) in due {
         if due_at > at {
             next = next.min(due_at);
