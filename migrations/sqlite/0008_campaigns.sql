@@ -55,10 +55,15 @@ CREATE INDEX campaign_destinations_due ON campaign_destinations (campaign_id, ne
 CREATE INDEX campaign_destinations_active ON campaign_destinations (state, claimed_at);
 CREATE INDEX campaign_destinations_counts ON campaign_destinations (campaign_id, state, result, attempts);
 
--- The next instant a request for the agent may be sent, shared by every campaign and replica.
+-- Each agent's pace, shared by every campaign and replica: when its last request was sent
+-- (its slot), until when AI Studio asked it to wait (Retry-After of a 429), and how much its
+-- spacing is stretched since AI Studio last refused it for its rate (1: not at all; doubled by
+-- each 429, easing back with each accepted call).
 CREATE TABLE agent_pace (
-    agent_id  text        PRIMARY KEY,
-    next_slot INTEGER NOT NULL
+    agent_id   text             PRIMARY KEY,
+    last_slot  INTEGER,
+    hold_until INTEGER,
+    slow       REAL NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 
 ALTER TABLE calls ADD COLUMN destination_index INTEGER;

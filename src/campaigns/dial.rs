@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::{Context, count_attempt};
 use crate::calls::outcome_of;
-use crate::domain::call::{NOT_PLACED, UNKNOWN, UpstreamError};
+use crate::domain::call::{CallState, NOT_PLACED, UNKNOWN, UpstreamError};
 use crate::domain::campaign::INVALID;
 use crate::domain::time::{Timestamp, now};
-use crate::store::StoreError;
 use crate::store::campaigns::{AttemptEnd, Claimed};
+use crate::store::{CallResult, StoreError};
 use crate::upstream::{Failure, MakeCall};
 
 /// Times an attempt is sent again after AI Studio failed (5xx) or could not be reached.
@@ -20,6 +20,10 @@ const UPSTREAM_RETRIES: u32 = 3;
 const UPSTREAM_BACKOFF: Duration = Duration::from_secs(1);
 /// Tries at recording an answer while the database is unavailable, a second apart.
 const RECORD_TRIES: u32 = 4;
+/// A request this late for its slot is not sent (the agent's next may be claimed already).
+const LATE_LIMIT: Duration = Duration::from_millis(25);
+/// Longest wait a 429's `Retry-After` is taken for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Sends the attempt at its slot and records the answer.
 pub(super) async fn dial(context: Arc<Context>, claimed: Claimed) {
@@ -30,6 +34,32 @@ pub(super) async fn dial(context: Arc<Context>, claimed: Claimed) {
     let wait = (claimed.slot - now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
     let sent_at = now();
+    let late = (sent_at - claimed.slot).to_std().unwrap_or_default();
+    if late > LATE_LIMIT {
+        // The next request of the agent may already be claimed for its own slot: sent now,
+        // this one could come too close to it. It goes back, to be claimed (and sent) anew.
+        let not_sent = CallResult {
+            state: CallState::Failed,
+            session_id: None,
+            session_start_time: None,
+            error: Some(UpstreamError {
+                status: None,
+                message: format!(
+                    "not sent: {} ms late for its slot; it will be sent again",
+                    late.as_millis()
+                ),
+            }),
+            at: sent_at,
+        };
+        let end = AttemptEnd::Retry {
+            at: sent_at,
+            pace_until: None,
+            upstream_failures: claimed.upstream_failures,
+        };
+        record(&context, &claimed, &not_sent, end).await;
+        context.wake.notify();
+        return;
+    }
     metrics::histogram!("callhook_campaign_dispatch_lag_seconds").record(
         (sent_at - claimed.ready_at)
             .to_std()
@@ -43,18 +73,22 @@ pub(super) async fn dial(context: Arc<Context>, claimed: Claimed) {
         hangup_on_answer_machine: claimed.hangup_on_answer_machine.then_some(true),
         session_parameters: &claimed.session_parameters,
     };
-    let sending = tokio::time::timeout(context.timing.dial_deadline, client.make_call(&request));
-    let answer = if sent_at > claimed.slot + chrono::Duration::milliseconds(1) {
+    // One try: a connection that could not be made is sent again at a slot of its own, never
+    // seconds after this one's (the client's own connection retries would).
+    let sending = tokio::time::timeout(
+        context.timing.dial_deadline,
+        client.make_call_once(&request),
+    );
+    let answer = if late > Duration::from_millis(1) {
         // Sent late (a busy machine): the agent's next request keeps its distance from this
         // one, not from the slot.
-        let next = sent_at + chrono::Duration::from_std(claimed.spacing).unwrap_or_default();
-        let delay = context
+        let recorded = context
             .store
             .campaigns()
-            .delay_pace(&claimed.agent_id, next);
-        let (answer, delayed) = tokio::join!(sending, delay);
-        if let Err(error) = delayed {
-            tracing::warn!(%error, agent_id = claimed.agent_id, "could not hold the agent's pace back after a late request");
+            .sent_late(&claimed.agent_id, sent_at);
+        let (answer, recorded) = tokio::join!(sending, recorded);
+        if let Err(error) = recorded {
+            tracing::warn!(%error, agent_id = claimed.agent_id, "could not record a late request in the agent's pace");
         }
         answer
     } else {
@@ -74,12 +108,7 @@ pub(super) async fn dial(context: Arc<Context>, claimed: Claimed) {
 
 /// Records the answer, trying again while the database is unavailable. Left unrecorded, the
 /// claim is found abandoned after its lease, and the attempt is `unknown`.
-async fn record(
-    context: &Context,
-    claimed: &Claimed,
-    answer: &crate::store::CallResult,
-    end: AttemptEnd,
-) {
+async fn record(context: &Context, claimed: &Claimed, answer: &CallResult, end: AttemptEnd) {
     let mut tries = 0;
     let recorded = loop {
         tries += 1;
@@ -151,7 +180,9 @@ pub(super) fn end_of(
     upstream_failures: u32,
     at: Timestamp,
 ) -> AttemptEnd {
-    let after = |wait: Duration| at + chrono::Duration::from_std(wait).unwrap_or_default();
+    let after = |wait: Duration| {
+        at + chrono::Duration::from_std(wait.min(MAX_RETRY_AFTER)).unwrap_or_default()
+    };
     let retry_or = |result: &str| {
         if upstream_failures < UPSTREAM_RETRIES {
             AttemptEnd::Retry {

@@ -37,6 +37,9 @@ const LEAD: Duration = Duration::from_millis(5);
 /// Added to an agent's spacing so that timing noise (a timer firing late, a request taking
 /// longer to leave) never brings two requests closer than the pace.
 const MARGIN: Duration = Duration::from_millis(2);
+/// The shortest time between two settlings woken by results, so that a stream of stored
+/// callbacks settles in batches.
+const SETTLE_GAP: Duration = Duration::from_millis(100);
 /// Attempts settled by one statement.
 const SETTLE_BATCH: u32 = 500;
 /// How often the gauges are read from the database.
@@ -65,6 +68,10 @@ impl Wake {
     pub fn results(&self) {
         self.0.results.store(true, Ordering::Release);
         self.notify();
+    }
+
+    fn results_pending(&self) -> bool {
+        self.0.results.load(Ordering::Acquire)
     }
 
     fn take_results(&self) -> bool {
@@ -143,11 +150,14 @@ async fn run(context: Arc<Context>) {
     let mut settled_at: Option<tokio::time::Instant> = None;
     let mut labelled = Vec::new();
     loop {
-        // Attempts settle when this replica stored results, and every idle round for the
-        // results another replica stored.
+        // Attempts settle when this replica stored results (at most every SETTLE_GAP), and
+        // every idle round for the results another replica stored.
+        let since = settled_at.map(|at: tokio::time::Instant| at.elapsed());
+        let results = context.wake.results_pending();
         let settling =
-            context.wake.take_results() || settled_at.is_none_or(|at| at.elapsed() >= IDLE_ROUND);
+            since.is_none_or(|since| since >= IDLE_ROUND || (results && since >= SETTLE_GAP));
         if settling {
+            context.wake.take_results();
             settled_at = Some(tokio::time::Instant::now());
         }
         let next = match round(&context, settling).await {
@@ -161,7 +171,10 @@ async fn run(context: Arc<Context>) {
             gauges_at = Some(tokio::time::Instant::now());
             report_gauges(context.store.as_ref(), &mut labelled).await;
         }
-        let wait = (next - now()).to_std().unwrap_or_default().min(IDLE_ROUND);
+        let mut wait = (next - now()).to_std().unwrap_or_default().min(IDLE_ROUND);
+        if results && !settling {
+            wait = wait.min(SETTLE_GAP.saturating_sub(since.unwrap_or_default()));
+        }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = context.wake.notified() => tokio::time::sleep(MIN_ROUND_GAP).await,
@@ -199,11 +212,15 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
     if let Some(start) = view.next_start {
         next = next.min(start);
     }
-    // Each agent's earliest due destination across its running campaigns.
+    // Each agent's earliest due destination and slowest pace across its running campaigns.
     let mut due: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    let mut slowest: BTreeMap<&str, f64> = BTreeMap::new();
     for campaign in &view.running {
+        let agent = campaign.agent_id.as_str();
+        let rate = slowest.entry(agent).or_insert(campaign.calls_per_second);
+        *rate = rate.min(campaign.calls_per_second);
         if let Some(at) = campaign.next_due {
-            let entry = due.entry(campaign.agent_id.as_str()).or_insert(at);
+            let entry = due.entry(agent).or_insert(at);
             *entry = (*entry).min(at);
         }
     }
@@ -217,10 +234,13 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
             next = next.min(due_at);
             continue;
         }
-        if let Some(slot) = view.slots.get(agent_id)
-            && *slot - lookahead > at
+        let free = view.paces.get(agent_id).and_then(|pace| {
+            pace.next_free(pace.spacing(slowest.get(agent_id).copied().unwrap_or(1.0), MARGIN))
+        });
+        if let Some(free) = free
+            && free - lookahead > at
         {
-            next = next.min(*slot - lookahead);
+            next = next.min(free - lookahead);
             continue;
         }
         match claim(context, agent_id, at).await? {

@@ -66,6 +66,44 @@ impl CampaignState {
     }
 }
 
+/// The slowest pace a campaign may ask for: a call every 1,000 s.
+pub const MIN_CALLS_PER_SECOND: f64 = 0.001;
+/// Most an agent's spacing is stretched after AI Studio refuses its rate (429).
+pub const MAX_SLOW: f64 = 16.0;
+/// Longest spacing (and wait after a 429) anything can ask for.
+const MAX_SPACING: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// An agent's pace, shared by all its campaigns: when its last request went (its slot), a
+/// wait AI Studio asked for, and how much its spacing is stretched after refusals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub last_slot: Option<Timestamp>,
+    pub hold_until: Option<Timestamp>,
+    pub slow: f64,
+}
+
+impl Pace {
+    /// The time between two requests at `calls_per_second` (the slowest of the agent's
+    /// running campaigns), stretched by `slow`, plus `margin`.
+    pub fn spacing(
+        &self,
+        calls_per_second: f64,
+        margin: std::time::Duration,
+    ) -> std::time::Duration {
+        let seconds = self.slow.clamp(1.0, MAX_SLOW) / calls_per_second.max(MIN_CALLS_PER_SECOND);
+        std::time::Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_SPACING)
+            .min(MAX_SPACING)
+            + margin
+    }
+
+    /// The earliest a request may be sent (`None`: at once).
+    pub fn next_free(&self, spacing: std::time::Duration) -> Option<Timestamp> {
+        let spacing = chrono::Duration::from_std(spacing.min(MAX_SPACING)).unwrap_or_default();
+        self.last_slot.map(|at| at + spacing).max(self.hold_until)
+    }
+}
+
 /// When a destination whose attempt ended with `result` is dialled again, if it is: a result
 /// in `redial_on` with attempts left, `redial_after_secs` after the result. `answered` ends a
 /// destination whatever `redial_on` says.
@@ -80,13 +118,13 @@ pub fn redial_at(
     let redial = result != ANSWERED
         && attempts < max_attempts
         && redial_on.iter().any(|status| status == result);
+    // Validated to at most a year; an instant past the calendar's end waits forever.
+    let after = chrono::Duration::try_seconds(i64::try_from(redial_after_secs).unwrap_or(i64::MAX))
+        .unwrap_or(chrono::Duration::MAX);
     redial.then(|| {
         result_at
-            + chrono::Duration::seconds(
-                i64::try_from(redial_after_secs)
-                    .unwrap_or(i64::MAX / 1_000_000)
-                    .min(i64::MAX / 1_000_000),
-            )
+            .checked_add_signed(after)
+            .unwrap_or(Timestamp::MAX_UTC)
     })
 }
 

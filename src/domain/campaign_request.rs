@@ -12,6 +12,7 @@ use super::call::SessionParameter;
 use super::call_request::{
     MAX_METADATA_BYTES, agent_id, check_parameters, metadata, session_parameters,
 };
+use super::campaign::MIN_CALLS_PER_SECOND;
 use super::destination::Destination;
 use super::time::{Timestamp, parse_timestamp};
 use super::window::Window;
@@ -23,8 +24,8 @@ const MAX_ERRORS: usize = 100;
 const MAX_NAME_LEN: usize = 200;
 const MAX_REDIAL_ON: usize = 20;
 const MAX_STATUS_LEN: usize = 64;
-/// A redial may wait at most 30 days.
-const MAX_REDIAL_AFTER_SECS: u64 = 30 * 24 * 60 * 60;
+/// A redial may wait at most a year.
+const MAX_REDIAL_AFTER_SECS: u64 = 366 * 24 * 60 * 60;
 pub const DEFAULT_REDIAL_ON: [&str; 2] = ["busy", "timeout"];
 
 /// A destination to add to a campaign.
@@ -95,11 +96,18 @@ impl NewCampaign {
     /// Validates every field of a campaign body.
     pub fn parse(fields: &RawFields<'_>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let value = |name: &str| -> Option<Value> {
-            fields
-                .get(name)
-                .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                .filter(|v: &Value| !v.is_null())
+        // A field JSON itself can read but not hold (a number like 1e400) is named too.
+        let mut unreadable = Vec::new();
+        let mut value = |name: &str| -> Option<Value> {
+            let raw = fields.get(name)?;
+            match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Null) => None,
+                Ok(value) => Some(value),
+                Err(_) => {
+                    unreadable.push(FieldError::new(name, "is out of range"));
+                    None
+                }
+            }
         };
         let mut scalars = Map::new();
         for name in ["agent_id", "from"] {
@@ -137,13 +145,17 @@ impl NewCampaign {
         };
         let calls_per_second = match value("calls_per_second") {
             None => 1.0,
-            Some(Value::Number(n)) if n.as_f64().is_some_and(|x| x > 0.0 && x <= 5.0) => {
+            Some(Value::Number(n))
+                if n.as_f64()
+                    .is_some_and(|x| (MIN_CALLS_PER_SECOND..=5.0).contains(&x)) =>
+            {
                 n.as_f64().unwrap_or(1.0)
             }
             Some(_) => {
                 errors.push(FieldError::new(
                     "calls_per_second",
-                    "must be a number above 0 and at most 5 (AI Studio's highest per-agent rate)",
+                    "must be a number from 0.001 (a call every 1,000 s) to 5 (AI Studio's \
+                     highest per-agent rate)",
                 ));
                 1.0
             }
@@ -226,6 +238,7 @@ impl NewCampaign {
             ));
         }
         let mut all = Errors::default();
+        all.extend(unreadable);
         all.extend(errors);
         let destinations = match fields.get("destinations") {
             None => Vec::new(),
@@ -539,6 +552,19 @@ mod tests {
                 "destinations[1].to",
                 "destinations[2]"
             ]
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_not_defaulted() {
+        let errors = fields(
+            r#"{"agent_id": "a", "calls_per_second": 1e-20, "max_attempts": 1e400,
+                "redial_after_secs": 1e999}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            named(&errors),
+            ["max_attempts", "redial_after_secs", "calls_per_second"]
         );
     }
 

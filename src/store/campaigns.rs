@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{CallResult, StoreError};
 use crate::domain::call::{SessionParameter, UpstreamError};
 use crate::domain::campaign::{
-    Campaign, CampaignDestination, CampaignFilter, CampaignState, Control, DestinationFilter,
+    Campaign, CampaignDestination, CampaignFilter, CampaignState, Control, DestinationFilter, Pace,
 };
 use crate::domain::campaign_request::{NewCampaign, NewDestination};
 use crate::domain::page::{Page, PageRequest};
@@ -54,6 +54,7 @@ pub enum Controlled {
 pub struct RunningCampaign {
     pub id: Uuid,
     pub agent_id: String,
+    pub calls_per_second: f64,
     /// When its earliest pending destination is due (`None`: none pending).
     pub next_due: Option<Timestamp>,
 }
@@ -64,8 +65,8 @@ pub struct DispatchView {
     pub running: Vec<RunningCampaign>,
     /// The earliest `start_at` of the scheduled campaigns.
     pub next_start: Option<Timestamp>,
-    /// The next free slot of each agent that has one.
-    pub slots: HashMap<String, Timestamp>,
+    /// The pace of each agent of a running campaign that has dialled.
+    pub paces: HashMap<String, Pace>,
     /// Destinations whose call is placed and waiting for its result.
     pub dialing: i64,
     /// The oldest claim still under way.
@@ -218,9 +219,9 @@ pub trait CampaignStore: Send + Sync {
     /// pace allows a request: records the attempt's call and takes the agent's next slot, in
     /// one transaction that holds the agent's pace row.
     async fn claim_attempt(&self, request: &ClaimRequest<'_>) -> Result<ClaimOutcome, StoreError>;
-    /// Holds the agent's next request until `not_before` at the earliest (a request that left
-    /// later than its slot pushes the next one back).
-    async fn delay_pace(&self, agent_id: &str, not_before: Timestamp) -> Result<(), StoreError>;
+    /// Records that the agent's last request left at `sent_at`, later than its slot: the
+    /// next keeps its distance from it.
+    async fn sent_late(&self, agent_id: &str, sent_at: Timestamp) -> Result<(), StoreError>;
     /// Records AI Studio's answer to a claimed attempt and what it means for the destination.
     /// `false` when the claim was no longer held (recovered as abandoned): nothing changes.
     async fn finish_attempt(

@@ -17,10 +17,10 @@ use super::dialect::Dialect;
 use super::sql::Columns;
 use super::sql_store::{SqlStore, count_upstream_result, finish_call, insert_call};
 use super::{CallResult, NewCall, StoreError};
-use crate::domain::call::{SessionParameter, UNKNOWN};
+use crate::domain::call::{ANSWERED, NOT_PLACED, SessionParameter, UNKNOWN};
 use crate::domain::campaign::{
-    Campaign, CampaignDestination, CampaignFilter, Control, DestinationFilter, OUTSIDE_WINDOW,
-    redial_at,
+    Campaign, CampaignDestination, CampaignFilter, CampaignState, Control, DestinationFilter,
+    MAX_SLOW, OUTSIDE_WINDOW, Pace, redial_at,
 };
 use crate::domain::campaign_request::{NewDestination, merge_parameters};
 use crate::domain::page::{Page, PageRequest};
@@ -59,18 +59,29 @@ impl<D: Dialect> SqlStore<D> {
         campaign_id: Uuid,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        // The campaign's row first: destinations being added hold it until they commit, and
+        // the check that follows, a statement of its own, then sees them.
+        let mut lock = D::sql("SELECT next_index FROM campaigns WHERE id = ");
+        lock.bind(campaign_id)
+            .push(" AND state IN ('running', 'paused') AND next_index > 0")
+            .push(D::SYNTAX.lock_rows);
+        if D::fetch_all_in(tx, lock).await?.is_empty() {
+            return Ok(());
+        }
+        let mut undone =
+            D::sql("SELECT 1 AS undone FROM campaign_destinations WHERE campaign_id = ");
+        undone
+            .bind(campaign_id)
+            .push(" AND state IN ('pending', 'claimed', 'dialing') LIMIT 1");
+        if !D::fetch_all_in(tx, undone).await?.is_empty() {
+            return Ok(());
+        }
         let mut sql = D::sql("UPDATE campaigns SET state = 'completed', completed_at = ");
         sql.bind(now)
             .push(", updated_at = ")
             .bind(now)
             .push(" WHERE id = ")
-            .bind(campaign_id)
-            .push(
-                " AND state IN ('running', 'paused') AND next_index > 0 AND NOT EXISTS \
-                 (SELECT 1 FROM campaign_destinations WHERE campaign_id = ",
-            )
-            .bind(campaign_id)
-            .push(" AND state IN ('pending', 'claimed', 'dialing'))");
+            .bind(campaign_id);
         D::execute_in(tx, sql).await.map(|_| ())
     }
 
@@ -106,9 +117,9 @@ impl<D: Dialect> SqlStore<D> {
                 .flatten();
         }
         let running = D::sql(
-            "SELECT c.id, c.agent_id, (SELECT min(d.next_attempt_at) FROM campaign_destinations d \
-             WHERE d.campaign_id = c.id AND d.state = 'pending') AS next_due \
-             FROM campaigns c WHERE c.state = 'running'",
+            "SELECT c.id, c.agent_id, c.calls_per_second, (SELECT min(d.next_attempt_at) \
+             FROM campaign_destinations d WHERE d.campaign_id = c.id AND d.state = 'pending') \
+             AS next_due FROM campaigns c WHERE c.state = 'running'",
         );
         let running: Vec<RunningCampaign> = self
             .db
@@ -119,17 +130,20 @@ impl<D: Dialect> SqlStore<D> {
                 Ok(RunningCampaign {
                     id: row.uuid("id")?,
                     agent_id: row.text("agent_id")?,
+                    calls_per_second: row.float("calls_per_second")?,
                     next_due: row.opt_time("next_due")?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let mut slots = HashMap::new();
+        let mut paces = HashMap::new();
         let agents: BTreeSet<&str> = running.iter().map(|c| c.agent_id.as_str()).collect();
         if !agents.is_empty() {
-            let mut sql = D::sql("SELECT agent_id, next_slot FROM agent_pace WHERE TRUE");
+            let mut sql = D::sql(format!(
+                "SELECT agent_id, {PACE_COLUMNS} FROM agent_pace WHERE TRUE"
+            ));
             sql.and_in("agent_id", agents);
             for row in self.db.fetch_all(sql).await? {
-                slots.insert(row.text("agent_id")?, row.time("next_slot")?);
+                paces.insert(row.text("agent_id")?, pace(&row)?);
             }
         }
         Ok(DispatchView {
@@ -145,7 +159,46 @@ impl<D: Dialect> SqlStore<D> {
                 .transpose()?
                 .flatten(),
             running,
-            slots,
+            paces,
+        })
+    }
+
+    /// Whether a due destination's attempt may be sent: not when a callback showed that the
+    /// call waiting to be sent again rang, nor when a callback changed the result that
+    /// scheduled a redial to one that does not redial.
+    async fn previous(
+        tx: &mut D::Tx,
+        campaign_id: Uuid,
+        index: i64,
+        destination: &D::Row,
+        campaign: &D::Row,
+    ) -> Result<Previous, StoreError> {
+        if destination.int32("attempts")? == 0 {
+            return Ok(Previous::Dial);
+        }
+        let mut sql = D::sql("SELECT result, result_source FROM calls WHERE campaign_id = ");
+        sql.bind(campaign_id)
+            .push(" AND destination_index = ")
+            .bind(index)
+            .push(" ORDER BY attempt DESC LIMIT 1");
+        let Some(last) = D::fetch_all_in(tx, sql).await?.into_iter().next() else {
+            return Ok(Previous::Dial);
+        };
+        let (result, source) = (last.opt_text("result")?, last.opt_text("result_source")?);
+        if destination.opt_uuid("call_id")?.is_some() {
+            return Ok(if source.as_deref() == Some("callback") {
+                Previous::Settle
+            } else {
+                Previous::Dial
+            });
+        }
+        let redial_on: Vec<String> = serde_json::from_str(&campaign.text("redial_on")?)
+            .map_err(|e| StoreError::Corrupt(format!("redial_on: {e}")))?;
+        Ok(match result {
+            Some(result) if result == ANSWERED || !redial_on.contains(&result) => {
+                Previous::Done(result)
+            }
+            _ => Previous::Dial,
         })
     }
 
@@ -153,33 +206,30 @@ impl<D: Dialect> SqlStore<D> {
         let now = request.now;
         let mut tx = self.db.begin_write().await?;
         let pace_row = || {
-            let mut sql = D::sql("SELECT next_slot FROM agent_pace WHERE agent_id = ");
+            let mut sql = D::sql(format!(
+                "SELECT {PACE_COLUMNS} FROM agent_pace WHERE agent_id = "
+            ));
             sql.bind(request.agent_id).push(D::SYNTAX.lock_rows);
             sql
         };
         let mut found = D::fetch_all_in(&mut tx, pace_row()).await?;
         if found.is_empty() {
             // The agent's first claim makes its row (another replica's may come first).
-            let mut pace = D::sql("INSERT INTO agent_pace (agent_id, next_slot) VALUES (");
-            pace.bind(request.agent_id)
-                .push(", ")
-                .bind(now)
+            let mut row = D::sql("INSERT INTO agent_pace (agent_id) VALUES (");
+            row.bind(request.agent_id)
                 .push(") ON CONFLICT (agent_id) DO NOTHING");
-            D::execute_in(&mut tx, pace).await?;
+            D::execute_in(&mut tx, row).await?;
             found = D::fetch_all_in(&mut tx, pace_row()).await?;
         }
-        let next_slot = match found.first() {
-            Some(row) => row.time("next_slot")?,
-            None => now,
+        let pace = match found.first() {
+            Some(row) => pace(row)?,
+            None => return Err(StoreError::Corrupt("agent pace row vanished".into())),
         };
-        if next_slot > now + seconds(request.lookahead) {
-            return Ok(ClaimOutcome::Wait(next_slot));
-        }
         // A pause or cancel waits for this claim (and the claim sees it if it came first).
         let mut sql = D::sql(
             "SELECT id, calls_per_second, call_window, session_parameters, \
-             hangup_on_answer_machine, status_base FROM campaigns WHERE state = 'running' \
-             AND agent_id = ",
+             hangup_on_answer_machine, status_base, redial_on FROM campaigns \
+             WHERE state = 'running' AND agent_id = ",
         );
         sql.bind(request.agent_id);
         if D::SYNTAX.row_locks {
@@ -195,6 +245,15 @@ impl<D: Dialect> SqlStore<D> {
         else {
             return Ok(ClaimOutcome::Idle);
         };
+        // The spacing of the campaigns running now: a slower one that started, or a slow one
+        // that stopped, counts from this request on.
+        let spacing = pace.spacing(slowest, request.margin);
+        let next_free = pace.next_free(spacing);
+        if let Some(free) = next_free
+            && free > now + seconds(request.lookahead)
+        {
+            return Ok(ClaimOutcome::Wait(free));
+        }
         let mut candidates = Vec::new();
         for campaign in &campaigns {
             let id = campaign.uuid("id")?;
@@ -229,16 +288,37 @@ impl<D: Dialect> SqlStore<D> {
                     Err(e) => return Err(StoreError::Corrupt(format!("window: {e}"))),
                 },
             };
+            let opening = match opening {
+                Opening::Now => {
+                    match Self::previous(&mut tx, campaign_id, index, &row, campaign).await? {
+                        Previous::Dial => {
+                            chosen = Some((due, index, campaign_id, row, campaign));
+                            break;
+                        }
+                        other => Err(other),
+                    }
+                }
+                other => Ok(other),
+            };
             let mut update = D::sql("UPDATE campaign_destinations SET ");
             match opening {
-                Opening::Now => {
-                    chosen = Some((due, index, campaign_id, row, campaign));
-                    break;
+                Err(Previous::Settle) => {
+                    // A callback came for the call waiting to be sent again: it rang. Its
+                    // result settles the destination; it is not sent again.
+                    update.push("state = 'dialing', claimed_at = NULL");
                 }
-                Opening::At(at) => {
+                Err(Previous::Done(result)) => {
+                    // A later callback changed the result that scheduled this redial.
+                    update
+                        .push("state = 'done', next_attempt_at = NULL, result = ")
+                        .bind(result);
+                    ended.insert(campaign_id);
+                }
+                Err(Previous::Dial) | Ok(Opening::Now) => unreachable!("a dial is chosen above"),
+                Ok(Opening::At(at)) => {
                     update.push("next_attempt_at = ").bind(at);
                 }
-                Opening::Never => {
+                Ok(Opening::Never) => {
                     update
                         .push("state = 'done', next_attempt_at = NULL, result = ")
                         .bind(OUTSIDE_WINDOW);
@@ -261,13 +341,13 @@ impl<D: Dialect> SqlStore<D> {
             D::commit(tx).await?;
             return Ok(ClaimOutcome::Idle);
         };
-        let slot = next_slot.max(now + seconds(request.lead));
-        let spacing = Duration::from_secs_f64(1.0 / slowest) + request.margin;
-        let mut pace = D::sql("UPDATE agent_pace SET next_slot = ");
-        pace.bind(slot + seconds(spacing))
+        let slot = next_free.unwrap_or(now).max(now + seconds(request.lead));
+        let mut taken = D::sql("UPDATE agent_pace SET last_slot = ");
+        taken
+            .bind(slot)
             .push(" WHERE agent_id = ")
             .bind(request.agent_id);
-        D::execute_in(&mut tx, pace).await?;
+        D::execute_in(&mut tx, taken).await?;
 
         let reused = row.opt_uuid("call_id")?;
         let attempts = u32::try_from(row.int32("attempts")?).unwrap_or(0);
@@ -336,7 +416,7 @@ impl<D: Dialect> SqlStore<D> {
             hangup_on_answer_machine: hangup,
             status_url,
             slot,
-            ready_at: due.max(next_slot),
+            ready_at: next_free.map_or(due, |free| due.max(free)),
             upstream_failures: u32::try_from(row.int32("upstream_failures")?).unwrap_or(0),
             spacing,
         })))
@@ -350,6 +430,28 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<bool, StoreError> {
         let now = answer.at;
         let mut tx = self.db.begin_write().await?;
+        // An attempt to be sent again ends instead when its campaign was cancelled meanwhile.
+        let cancelled_end;
+        let end = match end {
+            AttemptEnd::Retry { .. } | AttemptEnd::Pause(_) => {
+                let mut sql = D::sql("SELECT state FROM campaigns WHERE id = ");
+                sql.bind(claimed.campaign_id);
+                let state = D::fetch_all_in(&mut tx, sql).await?;
+                if state
+                    .first()
+                    .map(|r| r.text("state"))
+                    .transpose()?
+                    .as_deref()
+                    == Some(CampaignState::Cancelled.as_str())
+                {
+                    cancelled_end = AttemptEnd::Done(NOT_PLACED.into());
+                    &cancelled_end
+                } else {
+                    end
+                }
+            }
+            _ => end,
+        };
         let mut sql = D::sql("UPDATE campaign_destinations SET ");
         match end {
             AttemptEnd::Initiated => {
@@ -387,6 +489,9 @@ impl<D: Dialect> SqlStore<D> {
             AttemptEnd::Initiated | AttemptEnd::Done(_) => {
                 let changed =
                     D::fetch_all_in(&mut tx, finish_call::<D>(claimed.call_id, answer)).await?;
+                if *end == AttemptEnd::Initiated {
+                    D::execute_in(&mut tx, ease::<D>(&claimed.agent_id)).await?;
+                }
                 if matches!(end, AttemptEnd::Done(_)) {
                     Self::complete_if_done(&mut tx, claimed.campaign_id, now).await?;
                 }
@@ -398,7 +503,7 @@ impl<D: Dialect> SqlStore<D> {
                 // Undecided: the same call is sent again.
                 D::execute_in(&mut tx, undecided_call::<D>(claimed.call_id, answer)).await?;
                 if let Some(until) = pace_until {
-                    D::execute_in(&mut tx, delay_pace::<D>(&claimed.agent_id, *until)).await?;
+                    D::execute_in(&mut tx, hold_back::<D>(&claimed.agent_id, *until)).await?;
                 }
             }
             AttemptEnd::Pause(error) => {
@@ -577,15 +682,64 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-/// Moves an agent's next slot to `not_before` if it is earlier.
-fn delay_pace<D: Dialect>(agent_id: &str, not_before: Timestamp) -> super::sql::Sql {
-    let mut sql = D::sql(format!(
-        "UPDATE agent_pace SET next_slot = {}(next_slot, ",
-        D::SYNTAX.greatest
-    ));
-    sql.bind(not_before)
+/// What the previous attempt of a due destination says about sending the next.
+enum Previous {
+    Dial,
+    /// Its call rang after all (a callback came): settle that result.
+    Settle,
+    /// Its result changed to one that ends the destination.
+    Done(String),
+}
+
+/// The columns of an agent's pace row.
+const PACE_COLUMNS: &str = "last_slot, hold_until, slow";
+
+fn pace(row: &impl Columns) -> Result<Pace, StoreError> {
+    Ok(Pace {
+        last_slot: row.opt_time("last_slot")?,
+        hold_until: row.opt_time("hold_until")?,
+        slow: row.float("slow")?,
+    })
+}
+
+/// Records that the agent's last request left at `sent_at` (later than its slot), so that
+/// the next keeps its distance from it.
+fn sent_late<D: Dialect>(agent_id: &str, sent_at: Timestamp) -> super::sql::Sql {
+    let mut sql = D::sql("UPDATE agent_pace SET last_slot = ");
+    sql.bind(sent_at)
+        .push(" WHERE agent_id = ")
+        .bind(agent_id)
+        .push(" AND (last_slot IS NULL OR last_slot < ")
+        .bind(sent_at)
+        .push(")");
+    sql
+}
+
+/// AI Studio refused the agent's rate: no request for it before `until`, and its spacing
+/// doubles (up to [`MAX_SLOW`] times the campaigns' own).
+fn hold_back<D: Dialect>(agent_id: &str, until: Timestamp) -> super::sql::Sql {
+    let mut sql =
+        D::sql("UPDATE agent_pace SET hold_until = CASE WHEN hold_until IS NULL OR hold_until < ");
+    sql.bind(until)
+        .push(" THEN ")
+        .bind(until)
+        .push(&format!(
+            " ELSE hold_until END, slow = {}(slow * 2, ",
+            D::SYNTAX.least
+        ))
+        .bind(MAX_SLOW)
         .push(") WHERE agent_id = ")
         .bind(agent_id);
+    sql
+}
+
+/// AI Studio accepted a call for the agent: a stretched spacing eases back by a tenth.
+fn ease<D: Dialect>(agent_id: &str) -> super::sql::Sql {
+    let mut sql = D::sql(format!(
+        "UPDATE agent_pace SET slow = {}(1.0, slow * 0.9) WHERE slow > 1.0 AND agent_id = ",
+        D::SYNTAX.greatest
+    ));
+    sql.bind(agent_id);
     sql
 }
 
@@ -659,9 +813,9 @@ impl<D: Dialect> CampaignStore for SqlStore<D> {
         self.claim(request).await
     }
 
-    async fn delay_pace(&self, agent_id: &str, not_before: Timestamp) -> Result<(), StoreError> {
+    async fn sent_late(&self, agent_id: &str, sent_at: Timestamp) -> Result<(), StoreError> {
         self.db
-            .execute(delay_pace::<D>(agent_id, not_before))
+            .execute(sent_late::<D>(agent_id, sent_at))
             .await
             .map(|_| ())
     }

@@ -86,8 +86,23 @@ impl AiStudioClient {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(agent_id = request.agent_id))]
+    /// Places a call, retrying a connection that could not be made (that request never left).
     pub async fn make_call(&self, request: &MakeCall<'_>) -> Result<Accepted, Failure> {
+        self.send(request, CONNECT_BACKOFF).await
+    }
+
+    /// Places a call with one try: a caller that paces its requests retries at a time of
+    /// its own choosing.
+    pub async fn make_call_once(&self, request: &MakeCall<'_>) -> Result<Accepted, Failure> {
+        self.send(request, CONNECT_BACKOFF.with_max_times(0)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(agent_id = request.agent_id))]
+    async fn send(
+        &self,
+        request: &MakeCall<'_>,
+        connect_backoff: ExponentialBuilder,
+    ) -> Result<Accepted, Failure> {
         let send = || async {
             let started = std::time::Instant::now();
             let sent = self
@@ -109,7 +124,7 @@ impl AiStudioClient {
         };
         // Only a connection that was never made is retried: that request cannot have rung.
         let response = send
-            .retry(CONNECT_BACKOFF)
+            .retry(connect_backoff)
             .when(reqwest::Error::is_connect)
             .notify(|_, backoff| {
                 tracing::warn!(

@@ -29,6 +29,10 @@ backend_tests!(
     no_attempt_starts_before_start_at,
     validation_is_all_or_nothing,
     destinations_are_added_as_csv_or_json,
+    a_call_that_rang_after_an_error_is_not_sent_again,
+    a_later_callback_that_ends_a_destination_cancels_its_redial,
+    a_stopped_slow_campaign_no_longer_holds_its_agent_back,
+    a_429_slows_the_agent_for_a_while,
 );
 
 const AGENT: &str = "60c09d70e6a68858f4220848";
@@ -1180,4 +1184,125 @@ async fn destinations_are_added_as_csv_or_json(backend: Backend) {
         upstream("972541116145"),
         expected_params(&[("CALLER_NAME", "Ann"), ("COMPANY", "Acme")])
     );
+}
+
+/// The call waiting to be sent again after a 5xx rang after all (its callback came): it is not
+/// sent again, and its callback's result settles the destination.
+async fn a_call_that_rang_after_an_error_is_not_sent_again(backend: Backend) {
+    const RANG: &str = "972541116201";
+    let (studio, app) = serving(backend, &[]).await;
+    studio.script(RANG, [Answer::Status(502), Answer::Accept]);
+    let created = create(
+        &app,
+        json!({"agent_id": AGENT, "destinations": [{"to": RANG}], "max_attempts": 3,
+               "redial_on": ["busy"], "redial_after_secs": 0}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    studio.wait_for_requests(1, Duration::from_secs(5)).await;
+    // The retry waits a second after the 502; the callback comes before it.
+    let call = calls(&app, id).await.pop().expect("the attempt's call");
+    call_back(&app, &call, "timeout").await;
+    let completed = wait_until_completed(&app, id, Duration::from_secs(10)).await;
+    assert_eq!(
+        completed["counts"]["results"],
+        results(&[("timeout", 1)]),
+        "{completed}"
+    );
+    assert_quiet(&studio, |_| true).await;
+    assert_eq!(
+        studio.requests_to(RANG).len(),
+        1,
+        "the call that rang was sent again"
+    );
+}
+
+/// A callback that replaces the result which scheduled a redial (a `busy`, then the agent's
+/// `completed`) ends the destination with it: the redial is not dialled.
+async fn a_later_callback_that_ends_a_destination_cancels_its_redial(backend: Backend) {
+    const CALLED: &str = "972541116202";
+    let (studio, app) = serving(backend, &[("answer-grace-secs", "30")]).await;
+    let created = create(
+        &app,
+        json!({"agent_id": AGENT, "destinations": [{"to": CALLED}], "max_attempts": 3,
+               "redial_on": ["busy"], "redial_after_secs": 2}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let call = initiated_call(&app, id, CALLED, 1).await;
+    call_back(&app, &call, "busy").await;
+    wait_for_campaign(&app, id, Duration::from_secs(5), |c| {
+        c["counts"]["pending"] == 1
+    })
+    .await;
+    sleep(Duration::from_millis(20)).await;
+    call_back(&app, &call, "completed").await;
+    let completed = wait_until_completed(&app, id, Duration::from_secs(10)).await;
+    assert_eq!(
+        completed["counts"]["results"],
+        results(&[("answered", 1)]),
+        "{completed}"
+    );
+    assert_eq!(
+        studio.requests_to(CALLED).len(),
+        1,
+        "the redial was dialled"
+    );
+}
+
+/// The pace counts from the campaigns running now: once a slow campaign is cancelled, a fast
+/// one of the same agent is not held back by the slow one's spacing.
+async fn a_stopped_slow_campaign_no_longer_holds_its_agent_back(backend: Backend) {
+    let (studio, app) = serving(backend, &[("answer-grace-secs", "30")]).await;
+    let slow = create(
+        &app,
+        json!({"agent_id": AGENT, "calls_per_second": 0.01,
+               "destinations": [{"to": "972541116211"}, {"to": "972541116212"}]}),
+    )
+    .await;
+    studio.wait_for_requests(1, Duration::from_secs(5)).await;
+    let cancelled = control(&app, slow["id"].as_str().unwrap(), "cancel").await;
+    assert_eq!(cancelled.status(), 200);
+    let started = Instant::now();
+    create(
+        &app,
+        json!({"agent_id": AGENT, "calls_per_second": 5,
+               "destinations": [{"to": "972541116213"}, {"to": "972541116214"}]}),
+    )
+    .await;
+    let requests = studio.wait_for_requests(3, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "held back by a cancelled campaign's pace: {requests:#?}"
+    );
+}
+
+/// A 429 holds the agent for its `Retry-After` and stretches its spacing, which eases back
+/// as AI Studio accepts calls again.
+async fn a_429_slows_the_agent_for_a_while(backend: Backend) {
+    let (studio, app) = serving(backend, &[("answer-grace-secs", "30")]).await;
+    studio.script("972541116221", [Answer::TooMany(1), Answer::Accept]);
+    let numbers: Vec<Value> = (221..=224)
+        .map(|n| json!({"to": format!("972541116{n}")}))
+        .collect();
+    create(
+        &app,
+        json!({"agent_id": AGENT, "calls_per_second": 5, "destinations": numbers}),
+    )
+    .await;
+    let requests = studio.wait_for_requests(5, Duration::from_secs(10)).await;
+    let mut arrivals: Vec<Instant> = requests.iter().map(|r| r.at).collect();
+    arrivals.sort();
+    assert!(
+        arrivals[1] - arrivals[0] + SLACK >= Duration::from_secs(1),
+        "not held for Retry-After: {requests:#?}"
+    );
+    // Doubled after the 429 (400 ms), easing by a tenth per accepted call (360 ms, 324 ms,
+    // 292 ms…): well above the campaign's own 200 ms for the calls that follow.
+    for pair in arrivals[1..].windows(2) {
+        assert!(
+            pair[1] - pair[0] + SLACK >= Duration::from_millis(280),
+            "the agent's pace did not slow: {requests:#?}"
+        );
+    }
 }
