@@ -114,6 +114,8 @@ pub struct Claimed {
     pub upstream_failures: u32,
     /// The agent's spacing between requests when this attempt was claimed.
     pub spacing: Duration,
+    /// Whether that spacing was stretched after a 429 (an accepted call eases it).
+    pub slowed: bool,
 }
 
 #[derive(Debug)]

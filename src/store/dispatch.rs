@@ -419,6 +419,7 @@ impl<D: Dialect> SqlStore<D> {
             ready_at: next_free.map_or(due, |free| due.max(free)),
             upstream_failures: u32::try_from(row.int32("upstream_failures")?).unwrap_or(0),
             spacing,
+            slowed: pace.slow > 1.0,
         })))
     }
 
@@ -489,7 +490,7 @@ impl<D: Dialect> SqlStore<D> {
             AttemptEnd::Initiated | AttemptEnd::Done(_) => {
                 let changed =
                     D::fetch_all_in(&mut tx, finish_call::<D>(claimed.call_id, answer)).await?;
-                if *end == AttemptEnd::Initiated {
+                if *end == AttemptEnd::Initiated && claimed.slowed {
                     D::execute_in(&mut tx, ease::<D>(&claimed.agent_id)).await?;
                 }
                 if matches!(end, AttemptEnd::Done(_)) {
