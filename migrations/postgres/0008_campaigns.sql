@@ -54,6 +54,9 @@ CREATE TABLE campaign_destinations (
 
 CREATE INDEX campaign_destinations_due ON campaign_destinations (campaign_id, next_attempt_at, idx)
     WHERE state = 'pending';
+-- Attempts already begun (redials, attempts to be sent again) are dialled first once due.
+CREATE INDEX campaign_destinations_begun ON campaign_destinations (campaign_id, next_attempt_at, idx)
+    WHERE state = 'pending' AND attempts > 0;
 CREATE INDEX campaign_destinations_active ON campaign_destinations (state, claimed_at);
 CREATE INDEX campaign_destinations_counts ON campaign_destinations (campaign_id, state, result, attempts);
 

@@ -254,25 +254,35 @@ impl<D: Dialect> SqlStore<D> {
         {
             return Ok(ClaimOutcome::Wait(free));
         }
+        // Attempts already begun (redials, and attempts to be sent again) go first once due:
+        // their time was promised, where a fresh destination only waits its turn.
         let mut candidates = Vec::new();
         for campaign in &campaigns {
             let id = campaign.uuid("id")?;
-            let mut sql = D::sql(
-                "SELECT campaign_id, idx, destination, session_parameters, metadata, attempts, \
-                 upstream_failures, call_id, next_attempt_at FROM campaign_destinations d \
-                 WHERE state = 'pending' AND campaign_id = ",
-            );
-            sql.bind(id)
-                .push(" AND next_attempt_at <= ")
-                .bind(now)
-                .push(" ORDER BY next_attempt_at, idx LIMIT ")
-                .bind(CANDIDATES)
-                .push(&Self::lock("d"));
-            for row in D::fetch_all_in(&mut tx, sql).await? {
-                candidates.push((row.time("next_attempt_at")?, row.int("idx")?, id, row));
+            for (fresh, begun) in [(false, " AND attempts > 0"), (true, " AND attempts = 0")] {
+                let mut sql = D::sql(
+                    "SELECT campaign_id, idx, destination, session_parameters, metadata, \
+                     attempts, upstream_failures, call_id, next_attempt_at \
+                     FROM campaign_destinations d WHERE state = 'pending'",
+                );
+                sql.push(begun)
+                    .push(" AND campaign_id = ")
+                    .bind(id)
+                    .push(" AND next_attempt_at <= ")
+                    .bind(now)
+                    .push(" ORDER BY next_attempt_at, idx LIMIT ")
+                    .bind(CANDIDATES)
+                    .push(&Self::lock("d"));
+                for row in D::fetch_all_in(&mut tx, sql).await? {
+                    let due = row.time("next_attempt_at")?;
+                    candidates.push((fresh, due, row.int("idx")?, id, row));
+                }
             }
         }
-        candidates.sort_by_key(|(due, index, id, _)| (*due, *id, *index));
+        candidates.sort_by_key(|(fresh, due, index, id, _)| (*fresh, *due, *id, *index));
+        let candidates = candidates
+            .into_iter()
+            .map(|(_, due, index, id, row)| (due, index, id, row));
         let mut chosen = None;
         let mut ended = BTreeSet::new();
         for (due, index, campaign_id, row) in candidates {

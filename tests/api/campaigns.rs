@@ -33,6 +33,7 @@ backend_tests!(
     a_later_callback_that_ends_a_destination_cancels_its_redial,
     a_stopped_slow_campaign_no_longer_holds_its_agent_back,
     a_429_slows_the_agent_for_a_while,
+    a_due_redial_goes_before_destinations_not_yet_dialled,
 );
 
 const AGENT: &str = "60c09d70e6a68858f4220848";
@@ -1305,4 +1306,34 @@ async fn a_429_slows_the_agent_for_a_while(backend: Backend) {
             "the agent's pace did not slow: {requests:#?}"
         );
     }
+}
+
+/// A redial that is due goes before the destinations still waiting for their first attempt:
+/// a backlog does not starve it.
+async fn a_due_redial_goes_before_destinations_not_yet_dialled(backend: Backend) {
+    const BUSY: &str = "972541116230";
+    let (studio, app) = serving(backend, &[("answer-grace-secs", "30")]).await;
+    let mut numbers = vec![json!({"to": BUSY})];
+    numbers.extend((231..=240).map(|n| json!({"to": format!("972541116{n}")})));
+    let created = create(
+        &app,
+        json!({"agent_id": AGENT, "calls_per_second": 2, "max_attempts": 2,
+               "redial_on": ["busy"], "redial_after_secs": 0, "destinations": numbers}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let call = initiated_call(&app, id, BUSY, 1).await;
+    call_back(&app, &call, "busy").await;
+    let requests = studio
+        .wait_for(2, Duration::from_secs(10), |r| r.to == BUSY)
+        .await;
+    let all = studio.requests();
+    let position = all
+        .iter()
+        .position(|r| r.status_url != requests[0].status_url && r.to == BUSY)
+        .expect("the redial");
+    assert!(
+        position <= 3,
+        "the redial waited behind {position} requests: {all:#?}"
+    );
 }
