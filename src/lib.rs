@@ -107,6 +107,7 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
 pub fn app(state: AppState) -> App {
     App {
         limits: state.connections,
+        dispatcher: state.dispatcher.clone(),
         router: http::router(state),
     }
 }

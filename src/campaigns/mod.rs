@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::calls::CallPlacer;
@@ -103,10 +104,12 @@ impl Timing {
     }
 }
 
-/// The background dispatcher; dropping the handle stops it (attempts being sent finish).
+/// The background dispatcher; dropping the handle stops its rounds.
 pub struct Dispatcher {
     wake: Wake,
     task: tokio::task::JoinHandle<()>,
+    /// The attempts being sent.
+    dialling: TaskTracker,
 }
 
 impl Drop for Dispatcher {
@@ -122,19 +125,39 @@ impl Dispatcher {
         wake: Wake,
         timing: Timing,
     ) -> Self {
+        let dialling = TaskTracker::new();
         let context = Arc::new(Context {
             store,
             placer,
             wake: wake.clone(),
             timing,
+            dialling: dialling.clone(),
         });
         let task = tokio::spawn(run(context));
-        Self { wake, task }
+        Self {
+            wake,
+            task,
+            dialling,
+        }
     }
 
     /// Tells the dispatcher that there is new work.
     pub fn wake(&self) {
         self.wake.notify();
+    }
+
+    /// Stops claiming attempts and waits for those being sent to get their answer recorded,
+    /// so that a shutdown leaves no attempt `unknown` for want of waiting for AI Studio.
+    pub async fn drain(&self) {
+        self.task.abort();
+        self.dialling.close();
+        if !self.dialling.is_empty() {
+            tracing::info!(
+                attempts = self.dialling.len(),
+                "waiting for the campaign attempts being sent"
+            );
+        }
+        self.dialling.wait().await;
     }
 }
 
@@ -143,6 +166,7 @@ struct Context {
     placer: Arc<CallPlacer>,
     wake: Wake,
     timing: Timing,
+    dialling: TaskTracker,
 }
 
 async fn run(context: Arc<Context>) {
@@ -247,7 +271,9 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
             ClaimOutcome::Claimed(claimed) => {
                 let spacing = chrono::Duration::from_std(claimed.spacing).unwrap_or_default();
                 next = next.min(claimed.slot + spacing - lookahead);
-                tokio::spawn(dial::dial(context.clone(), *claimed));
+                context
+                    .dialling
+                    .spawn(dial::dial(context.clone(), *claimed));
             }
             ClaimOutcome::Wait(slot) => next = next.min(slot - lookahead),
             // Destinations moved to their window's opening, or none due after all.

@@ -25,6 +25,8 @@ use crate::config::ConnectionLimits;
 pub struct App {
     pub router: Router,
     pub limits: ConnectionLimits,
+    /// Its campaign attempts being sent finish within the shutdown grace period too.
+    pub dispatcher: Arc<crate::campaigns::Dispatcher>,
 }
 
 /// How long an evicted connection may take to finish writing a response.
@@ -120,7 +122,11 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let App { router, limits } = app;
+    let App {
+        router,
+        limits,
+        dispatcher,
+    } = app;
     let registry = Arc::new(Registry {
         started: Instant::now(),
         next_id: AtomicU64::new(0),
@@ -164,14 +170,15 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     let drained = tokio::time::timeout(limits.shutdown_grace, async {
-        while connections.join_next().await.is_some() {}
+        let requests = async { while connections.join_next().await.is_some() {} };
+        tokio::join!(requests, dispatcher.drain());
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
             open = connections.len(),
             grace_secs = limits.shutdown_grace.as_secs_f64(),
-            "closing connections still open after the shutdown grace period"
+            "closing connections (and campaign attempts) still open after the shutdown grace period"
         );
         connections.shutdown().await;
     }

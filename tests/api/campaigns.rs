@@ -34,6 +34,7 @@ backend_tests!(
     a_stopped_slow_campaign_no_longer_holds_its_agent_back,
     a_429_slows_the_agent_for_a_while,
     a_due_redial_goes_before_destinations_not_yet_dialled,
+    a_shutdown_waits_for_the_attempt_being_sent,
 );
 
 const AGENT: &str = "60c09d70e6a68858f4220848";
@@ -1336,4 +1337,30 @@ async fn a_due_redial_goes_before_destinations_not_yet_dialled(backend: Backend)
         position <= 3,
         "the redial waited behind {position} requests: {all:#?}"
     );
+}
+
+/// A shutdown stops claiming attempts and waits for the one being sent: its answer is
+/// recorded (the call is initiated, not left `unknown`), and nothing more is dialled.
+async fn a_shutdown_waits_for_the_attempt_being_sent(backend: Backend) {
+    let (studio, app) = serving(
+        backend,
+        &[("answer-grace-secs", "30"), ("vgai-timeout-secs", "5")],
+    )
+    .await;
+    studio.answer_agent(AGENT, Some(Answer::Slow(1500)));
+    let created = create(
+        &app,
+        json!({"agent_id": AGENT, "calls_per_second": 0.5,
+               "destinations": [{"to": "972541116241"}, {"to": "972541116242"}]}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    studio.wait_for_requests(1, Duration::from_secs(5)).await;
+    // Restarted at once: the first app returns from its shutdown only once the answer (due
+    // 1.5 s after the request) is recorded.
+    let app = app.restart().await;
+    let calls = calls(&app, &id).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["state"], "initiated", "{calls:#?}");
+    assert_eq!(studio.requests().len(), 1);
 }
