@@ -84,10 +84,10 @@ impl Replica {
             .unwrap()
     }
 
-    /// The first page of calls with `result`.
-    async fn calls(&self, result: &str) -> Value {
+    /// The JSON of an authenticated `GET`.
+    async fn get_json(&self, path: &str) -> Value {
         reqwest::Client::new()
-            .get(format!("{}/v1/calls?result={result}&limit=1000", self.base))
+            .get(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -95,6 +95,12 @@ impl Replica {
             .json()
             .await
             .unwrap()
+    }
+
+    /// The first page of calls with `result`.
+    async fn calls(&self, result: &str) -> Value {
+        self.get_json(&format!("/v1/calls?result={result}&limit=1000"))
+            .await
     }
 
     async fn inferred(&self) -> f64 {
@@ -270,15 +276,7 @@ async fn start_campaign(
 async fn until_completed(replica: &Replica, id: &str, within: Duration) -> Value {
     let started = Instant::now();
     loop {
-        let campaign: Value = reqwest::Client::new()
-            .get(format!("{}/v1/campaigns/{id}", replica.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let campaign = replica.get_json(&format!("/v1/campaigns/{id}")).await;
         if campaign["state"] == "completed" {
             return campaign;
         }

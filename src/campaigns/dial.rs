@@ -9,7 +9,7 @@ use super::{Context, count_attempt};
 use crate::calls::outcome_of;
 use crate::domain::call::{CallState, NOT_PLACED, UNKNOWN, UpstreamError};
 use crate::domain::campaign::INVALID;
-use crate::domain::time::{Timestamp, now};
+use crate::domain::time::{Timestamp, now, span};
 use crate::store::campaigns::{AttemptEnd, Claimed};
 use crate::store::{CallResult, StoreError};
 use crate::upstream::{Failure, MakeCall};
@@ -180,9 +180,7 @@ pub(super) fn end_of(
     upstream_failures: u32,
     at: Timestamp,
 ) -> AttemptEnd {
-    let after = |wait: Duration| {
-        at + chrono::Duration::from_std(wait.min(MAX_RETRY_AFTER)).unwrap_or_default()
-    };
+    let after = |wait: Duration| at + span(wait.min(MAX_RETRY_AFTER));
     let retry_or = |result: &str| {
         if upstream_failures < UPSTREAM_RETRIES {
             AttemptEnd::Retry {

@@ -21,7 +21,7 @@ use crate::calls::CallPlacer;
 use crate::domain::call::result_label;
 use crate::domain::campaign::CampaignState;
 use crate::domain::destination::Destination;
-use crate::domain::time::{Timestamp, now};
+use crate::domain::time::{Timestamp, now, span};
 use crate::domain::window::{Opening, Window};
 use crate::store::campaigns::{ClaimOutcome, ClaimRequest, Settle};
 use crate::store::{Store, StoreError};
@@ -211,8 +211,8 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
     let store = context.store.campaigns();
     let at = now();
     let view = store.dispatch_view(at).await?;
-    let lease = chrono::Duration::from_std(context.timing.lease).unwrap_or_default();
-    let mut next = at + chrono::Duration::from_std(IDLE_ROUND).unwrap_or_default();
+    let lease = span(context.timing.lease);
+    let mut next = at + span(IDLE_ROUND);
     if let Some(oldest) = view.oldest_claim {
         if oldest + lease <= at {
             for recovered in store.recover_claims(at - lease, at).await? {
@@ -248,7 +248,7 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
             *entry = (*entry).min(at);
         }
     }
-    let lookahead = chrono::Duration::from_std(LOOKAHEAD).unwrap_or_default();
+    let lookahead = span(LOOKAHEAD);
     if context.placer.upstream().is_none() {
         // Without VGAI_API_KEY nothing is dialled: campaigns wait, their destinations intact.
         return Ok(next);
@@ -269,7 +269,7 @@ async fn round(context: &Arc<Context>, settling: bool) -> Result<Timestamp, Stor
         }
         match claim(context, agent_id, at).await? {
             ClaimOutcome::Claimed(claimed) => {
-                let spacing = chrono::Duration::from_std(claimed.spacing).unwrap_or_default();
+                let spacing = span(claimed.spacing);
                 next = next.min(claimed.slot + spacing - lookahead);
                 context
                     .dialling

@@ -99,7 +99,7 @@ impl Pace {
 
     /// The earliest a request may be sent (`None`: at once).
     pub fn next_free(&self, spacing: std::time::Duration) -> Option<Timestamp> {
-        let spacing = chrono::Duration::from_std(spacing.min(MAX_SPACING)).unwrap_or_default();
+        let spacing = super::time::span(spacing.min(MAX_SPACING));
         self.last_slot.map(|at| at + spacing).max(self.hold_until)
     }
 }

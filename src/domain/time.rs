@@ -25,6 +25,12 @@ pub fn in_range(at: Timestamp) -> Option<Timestamp> {
     (0..=9999).contains(&at.year()).then_some(at)
 }
 
+/// A span of time as instants add it; callers pass spans far inside chrono's range (a
+/// larger one reads as none).
+pub fn span(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or_default()
+}
+
 /// The current instant at the precision callhook stores.
 pub fn now() -> Timestamp {
     Utc::now().trunc_subsecs(6)

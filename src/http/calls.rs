@@ -183,16 +183,11 @@ pub async fn list_calls(
     State(state): State<AppState>,
     mut query: QueryParams,
 ) -> Result<Json<Page<Call>>, ApiError> {
-    let mut states = Vec::new();
-    for raw in query.list("state") {
-        match CallState::parse(&raw) {
-            Some(s) => states.push(s),
-            None => query.reject(
-                "state",
-                format!("unknown state {raw:?}: use initiated, rejected, failed or unknown"),
-            ),
-        }
-    }
+    let states = query.list_of(
+        "state",
+        CallState::parse,
+        "initiated, rejected, failed or unknown",
+    );
     let filter = CallFilter {
         agent_id: query.string("agent_id"),
         to: query.destination("to"),

@@ -194,18 +194,11 @@ pub async fn list_campaigns(
     State(state): State<AppState>,
     mut query: QueryParams,
 ) -> Result<Json<Page<Campaign>>, ApiError> {
-    let mut states = Vec::new();
-    for raw in query.list("state") {
-        match CampaignState::parse(&raw) {
-            Some(s) => states.push(s),
-            None => query.reject(
-                "state",
-                format!(
-                    "unknown state {raw:?}: use scheduled, running, paused, completed or cancelled"
-                ),
-            ),
-        }
-    }
+    let states = query.list_of(
+        "state",
+        CampaignState::parse,
+        "scheduled, running, paused, completed or cancelled",
+    );
     let page = query.page_keyed_by_uuid();
     query.finish()?;
     let filter = CampaignFilter { states };
@@ -244,16 +237,7 @@ pub async fn list_destinations(
     mut query: QueryParams,
 ) -> Result<Json<Page<CampaignDestination>>, ApiError> {
     let id = campaign_id(&id)?;
-    let mut states = Vec::new();
-    for raw in query.list("state") {
-        match DestinationState::parse(&raw) {
-            Some(s) => states.push(s),
-            None => query.reject(
-                "state",
-                format!("unknown state {raw:?}: use pending, dialing or done"),
-            ),
-        }
-    }
+    let states = query.list_of("state", DestinationState::parse, "pending, dialing or done");
     let filter = DestinationFilter {
         states,
         results: query.list("result"),

@@ -88,6 +88,24 @@ impl QueryParams {
             .unwrap_or_default()
     }
 
+    /// A comma-separated list of known values (`parse` reads one); an unknown one is
+    /// refused, naming the values allowed (`allowed`, e.g. "a, b or c").
+    pub fn list_of<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        allowed: &str,
+    ) -> Vec<T> {
+        let mut values = Vec::new();
+        for raw in self.list(name) {
+            match parse(&raw) {
+                Some(value) => values.push(value),
+                None => self.reject(name, format!("unknown {name} {raw:?}: use {allowed}")),
+            }
+        }
+        values
+    }
+
     /// A destination as typed by people (`+972 54-111-6037`), matched in the digits-only
     /// form that upstream uses; anything else is matched as given.
     pub fn destination(&mut self, name: &str) -> Option<String> {

@@ -4,7 +4,6 @@
 //! agent's pace. Later steps change a destination only from the state they expect it in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -24,7 +23,7 @@ use crate::domain::campaign::{
 };
 use crate::domain::campaign_request::{NewDestination, merge_parameters};
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::time::Timestamp;
+use crate::domain::time::{Timestamp, span};
 use crate::domain::window::{Opening, Window};
 
 /// Due destinations one claim looks at per campaign; those outside their window are moved to
@@ -36,10 +35,6 @@ const ABANDONED: &str = "callhook stopped before AI Studio's answer was recorded
 
 fn parameters(raw: &str) -> Result<Vec<SessionParameter>, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("session parameters: {e}")))
-}
-
-fn seconds(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or_default()
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -250,7 +245,7 @@ impl<D: Dialect> SqlStore<D> {
         let spacing = pace.spacing(slowest, request.margin);
         let next_free = pace.next_free(spacing);
         if let Some(free) = next_free
-            && free > now + seconds(request.lookahead)
+            && free > now + span(request.lookahead)
         {
             return Ok(ClaimOutcome::Wait(free));
         }
@@ -275,21 +270,14 @@ impl<D: Dialect> SqlStore<D> {
                     .push(&Self::lock("d"));
                 for row in D::fetch_all_in(&mut tx, sql).await? {
                     let due = row.time("next_attempt_at")?;
-                    candidates.push((fresh, due, row.int("idx")?, id, row));
+                    candidates.push((fresh, due, id, row.int("idx")?, campaign, row));
                 }
             }
         }
-        candidates.sort_by_key(|(fresh, due, index, id, _)| (*fresh, *due, *id, *index));
-        let candidates = candidates
-            .into_iter()
-            .map(|(_, due, index, id, row)| (due, index, id, row));
+        candidates.sort_by_key(|(fresh, due, id, index, ..)| (*fresh, *due, *id, *index));
         let mut chosen = None;
         let mut ended = BTreeSet::new();
-        for (due, index, campaign_id, row) in candidates {
-            let campaign = campaigns
-                .iter()
-                .find(|c| c.uuid("id").ok() == Some(campaign_id))
-                .ok_or_else(|| StoreError::Corrupt("claimed campaign vanished".into()))?;
+        for (_, due, campaign_id, index, campaign, row) in candidates {
             let to = row.text("destination")?;
             let opening = match campaign.opt_text("call_window")? {
                 None => Opening::Now,
@@ -298,37 +286,32 @@ impl<D: Dialect> SqlStore<D> {
                     Err(e) => return Err(StoreError::Corrupt(format!("window: {e}"))),
                 },
             };
-            let opening = match opening {
-                Opening::Now => {
-                    match Self::previous(&mut tx, campaign_id, index, &row, campaign).await? {
-                        Previous::Dial => {
-                            chosen = Some((due, index, campaign_id, row, campaign));
-                            break;
-                        }
-                        other => Err(other),
-                    }
-                }
-                other => Ok(other),
+            let previous = match opening {
+                Opening::Now => Self::previous(&mut tx, campaign_id, index, &row, campaign).await?,
+                Opening::At(_) | Opening::Never => Previous::Dial,
             };
             let mut update = D::sql("UPDATE campaign_destinations SET ");
-            match opening {
-                Err(Previous::Settle) => {
+            match (opening, previous) {
+                (Opening::Now, Previous::Dial) => {
+                    chosen = Some((due, index, campaign_id, row, campaign));
+                    break;
+                }
+                (Opening::At(at), _) => {
+                    update.push("next_attempt_at = ").bind(at);
+                }
+                (Opening::Now, Previous::Settle) => {
                     // A callback came for the call waiting to be sent again: it rang. Its
                     // result settles the destination; it is not sent again.
                     update.push("state = 'dialing', claimed_at = NULL");
                 }
-                Err(Previous::Done(result)) => {
-                    // A later callback changed the result that scheduled this redial.
+                // A later callback changed the result that scheduled this redial.
+                (Opening::Now, Previous::Done(result)) => {
                     update
                         .push("state = 'done', next_attempt_at = NULL, result = ")
                         .bind(result);
                     ended.insert(campaign_id);
                 }
-                Err(Previous::Dial) | Ok(Opening::Now) => unreachable!("a dial is chosen above"),
-                Ok(Opening::At(at)) => {
-                    update.push("next_attempt_at = ").bind(at);
-                }
-                Ok(Opening::Never) => {
+                (Opening::Never, _) => {
                     update
                         .push("state = 'done', next_attempt_at = NULL, result = ")
                         .bind(OUTSIDE_WINDOW);
@@ -351,7 +334,7 @@ impl<D: Dialect> SqlStore<D> {
             D::commit(tx).await?;
             return Ok(ClaimOutcome::Idle);
         };
-        let slot = next_free.unwrap_or(now).max(now + seconds(request.lead));
+        let slot = next_free.unwrap_or(now).max(now + span(request.lead));
         let mut taken = D::sql("UPDATE agent_pace SET last_slot = ");
         taken
             .bind(slot)
