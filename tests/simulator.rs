@@ -25,7 +25,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Fast callbacks and no rate limit, unless a test says otherwise.
 fn fast() -> SimulatorConfig {
     SimulatorConfig {
-        callback_delay: Duration::from_millis(20),
+        // Long enough that the answer to POST /v1/calls (a commit on a loaded machine) comes
+        // before the callback, which the tests assert.
+        callback_delay: Duration::from_millis(250),
         rate_per_second: 0.0,
         ..SimulatorConfig::new(KEY)
     }
