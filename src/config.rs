@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use secrecy::SecretString;
 
+use crate::domain::webhook::RetrySchedule;
 use crate::telemetry::LogFormat;
 use crate::upstream::Region;
 
@@ -85,6 +86,24 @@ pub struct ServeArgs {
     /// database cannot take is answered 500 and is lost).
     #[arg(long, env = "CALLHOOK_SPOOL_DIR", default_value = DEFAULT_SPOOL_DIR)]
     pub spool_dir: String,
+    /// Seconds one outgoing webhook delivery may take.
+    #[arg(long, env = "CALLHOOK_WEBHOOK_TIMEOUT_SECS", default_value_t = 15.0)]
+    pub webhook_timeout_secs: f64,
+    /// Seconds to wait before each retry of a failed outgoing webhook delivery, after the
+    /// first try, comma-separated (empty: no retries).
+    #[arg(long, env = "CALLHOOK_WEBHOOK_RETRY_SCHEDULE", default_value = RetrySchedule::DEFAULT)]
+    pub webhook_retry_schedule: String,
+    /// `true` lets webhook subscriptions target loopback and private addresses (tests,
+    /// internal receivers).
+    #[arg(long, env = "CALLHOOK_WEBHOOK_ALLOW_PRIVATE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Seconds delivered and failed webhook deliveries stay in the delivery log.
+    #[arg(
+        long,
+        env = "CALLHOOK_WEBHOOK_RETENTION_SECS",
+        default_value_t = 604_800.0
+    )]
+    pub webhook_retention_secs: f64,
     /// Place calls through a built-in AI Studio simulator on a free loopback port, wiring
     /// VGAI_BASE_URL, VGAI_API_KEY and CALLHOOK_PUBLIC_URL to it (`callhook simulator --help`
     /// tells which number gives which outcome).
@@ -128,6 +147,7 @@ pub struct Config {
     pub spool_dir: Option<std::path::PathBuf>,
     /// Calls go to a built-in simulator that `main` starts and wires in.
     pub simulate: bool,
+    pub webhooks: crate::webhooks::Settings,
 }
 
 /// A configuration refused at start-up, naming the variable and the reason.
@@ -225,6 +245,16 @@ impl Config {
                 dir => Some(dir.into()),
             },
             simulate: args.simulate,
+            webhooks: crate::webhooks::Settings {
+                timeout: seconds("CALLHOOK_WEBHOOK_TIMEOUT_SECS", args.webhook_timeout_secs)?,
+                schedule: RetrySchedule::parse(&args.webhook_retry_schedule)
+                    .map_err(|reason| invalid("CALLHOOK_WEBHOOK_RETRY_SCHEDULE", reason))?,
+                allow_private: args.webhook_allow_private,
+                retention: seconds(
+                    "CALLHOOK_WEBHOOK_RETENTION_SECS",
+                    args.webhook_retention_secs,
+                )?,
+            },
         })
     }
 }
@@ -295,6 +325,15 @@ fn validate_base_url(variable: &'static str, url: &str) -> Result<String, Config
         return Err(invalid(variable, "must not have a query or fragment"));
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`), as deployment tools write them.
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
 }
 
 fn parse_region(raw: &str) -> Result<Region, String> {

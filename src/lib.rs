@@ -12,6 +12,7 @@ pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -91,6 +92,11 @@ pub fn state(config: &Config, store: Arc<dyn Store>) -> std::io::Result<AppState
             wake,
             campaigns::Timing::for_upstream_timeout(config.vgai_timeout),
         )),
+        deliverer: Arc::new(webhooks::Deliverer::start(
+            store.clone(),
+            config.webhooks.clone(),
+        )),
+        webhook_allow_private: config.webhooks.allow_private,
         store,
         placer,
         api_tokens: SecretSet::new(&config.api_tokens),
@@ -108,6 +114,7 @@ pub fn app(state: AppState) -> App {
     App {
         limits: state.connections,
         dispatcher: state.dispatcher.clone(),
+        deliverer: state.deliverer.clone(),
         router: http::router(state),
     }
 }

@@ -110,6 +110,12 @@ pub fn register_counters() {
     for result in crate::domain::campaign::COUNTED_RESULTS {
         metrics::counter!("callhook_campaign_attempts_total", "result" => result).increment(0);
     }
+    for result in crate::webhooks::send::ATTEMPT_RESULTS {
+        metrics::counter!("callhook_webhook_attempts_total", "result" => result).increment(0);
+    }
+    for status in ["delivered", "failed"] {
+        metrics::counter!("callhook_webhook_deliveries_total", "status" => status).increment(0);
+    }
     for name in [
         "callhook_spool_replayed_total",
         "callhook_spool_refused_total",

@@ -13,6 +13,7 @@ pub mod region;
 pub mod rejected;
 pub mod stats;
 pub mod time;
+pub mod webhook;
 pub mod window;
 
 use serde::Serialize;

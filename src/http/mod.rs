@@ -15,6 +15,7 @@ pub mod server;
 pub mod stats;
 pub mod status;
 pub mod trace;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,10 @@ pub struct AppState {
     pub inference: Arc<crate::calls::results::Inference>,
     /// Dials campaigns while any handle on the state lives.
     pub dispatcher: Arc<crate::campaigns::Dispatcher>,
+    /// Sends webhook deliveries while any handle on the state lives.
+    pub deliverer: Arc<crate::webhooks::Deliverer>,
+    /// Webhook subscriptions may target loopback and private addresses.
+    pub webhook_allow_private: bool,
 }
 
 impl AppState {
@@ -91,6 +96,7 @@ impl AppState {
         (name = "status", description = "Status URLs that AI Studio posts callbacks to"),
         (name = "outcomes", description = "What happened to each conversation"),
         (name = "campaigns", description = "Lists of destinations dialled at a pace, with redials and calling hours"),
+        (name = "webhooks", description = "Subscriptions that receive outcomes, call results and campaign completions, signed per Standard Webhooks"),
         (name = "stats", description = "Counts over a time window"),
         (name = "ops", description = "Health, metrics and this document"),
     )
@@ -123,6 +129,10 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::pause_campaign))
         .routes(routes!(campaigns::resume_campaign))
         .routes(routes!(campaigns::cancel_campaign))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
         .merge(
             // The routes that take destinations take up to 100,000 of them in one body.
             OpenApiRouter::new()

@@ -27,6 +27,8 @@ pub struct App {
     pub limits: ConnectionLimits,
     /// Its campaign attempts being sent finish within the shutdown grace period too.
     pub dispatcher: Arc<crate::campaigns::Dispatcher>,
+    /// Its webhook deliveries being sent get their attempts recorded within it too.
+    pub deliverer: Arc<crate::webhooks::Deliverer>,
 }
 
 /// How long an evicted connection may take to finish writing a response.
@@ -126,6 +128,7 @@ pub async fn serve(
         router,
         limits,
         dispatcher,
+        deliverer,
     } = app;
     let registry = Arc::new(Registry {
         started: Instant::now(),
@@ -171,7 +174,7 @@ pub async fn serve(
     let _ = stop.send(true);
     let drained = tokio::time::timeout(limits.shutdown_grace, async {
         let requests = async { while connections.join_next().await.is_some() {} };
-        tokio::join!(requests, dispatcher.drain());
+        tokio::join!(requests, dispatcher.drain(), deliverer.drain());
     })
     .await;
     if drained.is_err() {

@@ -154,40 +154,12 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     /// Each campaign with its counts, read from its destinations' index.
-    async fn with_counts(&self, mut campaigns: Vec<Campaign>) -> Result<Vec<Campaign>, StoreError> {
+    async fn with_counts(&self, campaigns: Vec<Campaign>) -> Result<Vec<Campaign>, StoreError> {
         if campaigns.is_empty() {
             return Ok(campaigns);
         }
-        let mut sql = D::sql(
-            "SELECT campaign_id, state, result, count(*) AS n, sum(attempts) AS calls \
-             FROM campaign_destinations WHERE TRUE",
-        );
-        sql.and_in("campaign_id", campaigns.iter().map(|c| c.id))
-            .push(" GROUP BY campaign_id, state, result");
-        let mut counts: HashMap<Uuid, Counts> = HashMap::new();
-        for row in self.db.fetch_all(sql).await? {
-            let counts = counts
-                .entry(row.uuid("campaign_id")?)
-                .or_insert_with(Counts::empty);
-            let n = row.int("n")?;
-            counts.destinations += n;
-            counts.calls += row.opt_int("calls")?.unwrap_or(0);
-            let state = row.text("state")?;
-            match DestinationState::of_stored(&state) {
-                Some(DestinationState::Pending) => counts.pending += n,
-                Some(DestinationState::Dialing) => counts.dialing += n,
-                Some(DestinationState::Done) => {
-                    counts.done += n;
-                    let result = row.opt_text("result")?.unwrap_or_else(|| NOT_PLACED.into());
-                    *counts.results.entry(result).or_default() += n;
-                }
-                None => return Err(StoreError::Corrupt(format!("destination state {state}"))),
-            }
-        }
-        for campaign in &mut campaigns {
-            campaign.counts = counts.remove(&campaign.id).unwrap_or_else(Counts::empty);
-        }
-        Ok(campaigns)
+        let rows = self.db.fetch_all(counts_of::<D>(&campaigns)).await?;
+        attach_counts(campaigns, &rows)
     }
 
     pub(super) async fn destination_page(
@@ -370,6 +342,48 @@ fn insert_destinations<D: Dialect>(
             sql
         })
         .collect()
+}
+
+/// The counts of `campaigns`' destinations, for [`attach_counts`].
+pub(super) fn counts_of<D: Dialect>(campaigns: &[Campaign]) -> Sql {
+    let mut sql = D::sql(
+        "SELECT campaign_id, state, result, count(*) AS n, sum(attempts) AS calls \
+         FROM campaign_destinations WHERE TRUE",
+    );
+    sql.and_in("campaign_id", campaigns.iter().map(|c| c.id))
+        .push(" GROUP BY campaign_id, state, result");
+    sql
+}
+
+/// Each campaign with its counts from `rows`.
+pub(super) fn attach_counts<R: Columns>(
+    mut campaigns: Vec<Campaign>,
+    rows: &[R],
+) -> Result<Vec<Campaign>, StoreError> {
+    let mut counts: HashMap<Uuid, Counts> = HashMap::new();
+    for row in rows {
+        let counts = counts
+            .entry(row.uuid("campaign_id")?)
+            .or_insert_with(Counts::empty);
+        let n = row.int("n")?;
+        counts.destinations += n;
+        counts.calls += row.opt_int("calls")?.unwrap_or(0);
+        let state = row.text("state")?;
+        match DestinationState::of_stored(&state) {
+            Some(DestinationState::Pending) => counts.pending += n,
+            Some(DestinationState::Dialing) => counts.dialing += n,
+            Some(DestinationState::Done) => {
+                counts.done += n;
+                let result = row.opt_text("result")?.unwrap_or_else(|| NOT_PLACED.into());
+                *counts.results.entry(result).or_default() += n;
+            }
+            None => return Err(StoreError::Corrupt(format!("destination state {state}"))),
+        }
+    }
+    for campaign in &mut campaigns {
+        campaign.counts = counts.remove(&campaign.id).unwrap_or_else(Counts::empty);
+    }
+    Ok(campaigns)
 }
 
 pub(super) fn campaign_state(raw: &str) -> Result<CampaignState, StoreError> {

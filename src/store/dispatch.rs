@@ -13,8 +13,11 @@ use super::campaigns::{
     Controlled, DispatchGauges, DispatchView, Recovered, RunningCampaign, Settle, Settling,
 };
 use super::dialect::Dialect;
+use super::outbox;
 use super::sql::Columns;
-use super::sql_store::{SqlStore, count_upstream_result, finish_call, insert_call};
+use super::sql_store::{
+    SqlStore, count_upstream_result, emit_upstream_result, finish_call, insert_call,
+};
 use super::{CallResult, NewCall, StoreError};
 use crate::domain::call::{ANSWERED, NOT_PLACED, SessionParameter, UNKNOWN};
 use crate::domain::campaign::{
@@ -77,7 +80,8 @@ impl<D: Dialect> SqlStore<D> {
             .bind(now)
             .push(" WHERE id = ")
             .bind(campaign_id);
-        D::execute_in(tx, sql).await.map(|_| ())
+        D::execute_in(tx, sql).await?;
+        outbox::campaign_completed::<D>(tx, campaign_id, now).await
     }
 
     async fn view(&self, now: Timestamp) -> Result<DispatchView, StoreError> {
@@ -483,6 +487,7 @@ impl<D: Dialect> SqlStore<D> {
             AttemptEnd::Initiated | AttemptEnd::Done(_) => {
                 let changed =
                     D::fetch_all_in(&mut tx, finish_call::<D>(claimed.call_id, answer)).await?;
+                emit_upstream_result::<D>(&mut tx, claimed.call_id, answer, &changed).await?;
                 if *end == AttemptEnd::Initiated && claimed.slowed {
                     D::execute_in(&mut tx, ease::<D>(&claimed.agent_id)).await?;
                 }
@@ -606,6 +611,7 @@ impl<D: Dialect> SqlStore<D> {
         );
         sql.bind(claimed_before).push(&Self::lock("d"));
         let mut recovered = Vec::new();
+        let mut abandoned = Vec::new();
         for row in D::fetch_all_in(&mut tx, sql).await? {
             let found = Recovered {
                 campaign_id: row.uuid("campaign_id")?,
@@ -632,9 +638,13 @@ impl<D: Dialect> SqlStore<D> {
                 .bind(now)
                 .push(" WHERE state = 'unknown' AND id = ")
                 .bind(found.call_id);
-            D::execute_in(&mut tx, call).await?;
+            if D::execute_in(&mut tx, call).await? == 1 {
+                // Its result, `unknown` since it was recorded, is now final.
+                abandoned.push(found.call_id);
+            }
             recovered.push(found);
         }
+        outbox::call_results::<D>(&mut tx, &abandoned, now).await?;
         let campaigns: BTreeSet<Uuid> = recovered.iter().map(|r| r.campaign_id).collect();
         for campaign_id in campaigns {
             Self::complete_if_done(&mut tx, campaign_id, now).await?;

@@ -6,12 +6,15 @@ pub mod campaigns;
 mod dialect;
 mod dispatch;
 pub mod health;
+mod outbox;
 mod postgres;
 mod rows;
 mod sql;
 mod sql_store;
 mod sqlite;
 mod stats;
+mod webhook_sql;
+pub mod webhooks;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -192,6 +195,8 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Campaigns and their dispatch.
     fn campaigns(&self) -> &dyn campaigns::CampaignStore;
+    /// Webhook subscriptions and their deliveries.
+    fn webhooks(&self) -> &dyn webhooks::WebhookStore;
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;

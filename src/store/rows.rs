@@ -9,6 +9,7 @@ use crate::domain::campaign::{Campaign, CampaignDestination, Counts, Destination
 use crate::domain::outcome::{Event, Outcome};
 use crate::domain::region::Region;
 use crate::domain::rejected::RejectedCallback;
+use crate::domain::webhook::{Delivery, DeliveryStatus, EventType, Subscription};
 use crate::domain::window::Window;
 
 pub(super) const OUTCOME_COLUMNS: &str = "conversation_uuid, status, agent_id, destination, \
@@ -157,5 +158,45 @@ pub(super) fn campaign_destination(row: &impl Columns) -> Result<CampaignDestina
             .map_err(|e| StoreError::Corrupt(format!("attempts: {e}")))?,
         next_attempt_at: row.opt_time("next_attempt_at")?,
         call_ids: Vec::new(),
+    })
+}
+
+pub(super) const SUBSCRIPTION_COLUMNS: &str =
+    "id, url, events, description, enabled, disabled_reason, created_at";
+
+pub(super) const DELIVERY_COLUMNS: &str = "id, event_type, status, attempts, last_status_code, \
+     last_error, next_attempt_at, created_at, delivered_at";
+
+pub(super) fn subscription(row: &impl Columns) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        id: row.uuid("id")?,
+        url: row.text("url")?,
+        events: super::outbox::event_types(&row.text("events")?)?,
+        description: row.opt_text("description")?,
+        enabled: row.boolean("enabled")?,
+        disabled_reason: row.opt_text("disabled_reason")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
+pub(super) fn delivery(row: &impl Columns) -> Result<Delivery, StoreError> {
+    let event_type = row.text("event_type")?;
+    let status = row.text("status")?;
+    Ok(Delivery {
+        id: row.uuid("id")?,
+        event_type: EventType::parse(&event_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("event type {event_type}")))?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery status {status}")))?,
+        attempts: u32::try_from(row.int32("attempts")?)
+            .map_err(|e| StoreError::Corrupt(format!("attempts: {e}")))?,
+        last_status_code: row
+            .opt_int32("last_status_code")?
+            .map(status_code)
+            .transpose()?,
+        last_error: row.opt_text("last_error")?,
+        next_attempt_at: row.opt_time("next_attempt_at")?,
+        created_at: row.time("created_at")?,
+        delivered_at: row.opt_time("delivered_at")?,
     })
 }

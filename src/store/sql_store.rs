@@ -12,7 +12,7 @@ use super::sql::{Columns, PageKey, Sql, Value};
 use super::{
     Backend, CallResult, Claim, IDEMPOTENCY_TTL, NewCall, Store, StoreError, StoredAnswer,
 };
-use super::{stats, writes};
+use super::{outbox, stats, writes};
 use crate::domain::call::{
     ANSWERED, Call, CallFilter, CallState, PENDING, ResultSource, upstream_result,
 };
@@ -41,6 +41,10 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn campaigns(&self) -> &dyn super::campaigns::CampaignStore {
+        self
+    }
+
+    fn webhooks(&self) -> &dyn super::webhooks::WebhookStore {
         self
     }
 
@@ -111,7 +115,10 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     #[tracing::instrument(skip(self, result))]
     async fn finish_call(&self, id: Uuid, result: &CallResult) -> Result<(), StoreError> {
-        let changed = self.db.fetch_all(finish_call::<D>(id, result)).await?;
+        let mut tx = self.db.begin_write().await?;
+        let changed = D::fetch_all_in(&mut tx, finish_call::<D>(id, result)).await?;
+        emit_upstream_result::<D>(&mut tx, id, result, &changed).await?;
+        D::commit(tx).await?;
         count_upstream_result(result, &changed)
     }
 
@@ -201,8 +208,15 @@ impl<D: Dialect> Store for SqlStore<D> {
             .bind(i64::from(limit))
             .push(D::SYNTAX.skip_locked)
             .push(") RETURNING id");
-        let rows = self.db.fetch_all(sql).await?;
-        rows.iter().map(|row| row.uuid("id")).collect()
+        let mut tx = self.db.begin_write().await?;
+        let rows = D::fetch_all_in(&mut tx, sql).await?;
+        let ids = rows
+            .iter()
+            .map(|row| row.uuid("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        outbox::call_results::<D>(&mut tx, &ids, now).await?;
+        D::commit(tx).await?;
+        Ok(ids)
     }
 
     async fn calls_awaiting_result(&self) -> Result<i64, StoreError> {
@@ -330,31 +344,44 @@ impl<D: Dialect> Store for SqlStore<D> {
 
 impl<D: Dialect> SqlStore<D> {
     /// Each call with its latest outcome.
-    async fn with_outcomes(&self, mut calls: Vec<Call>) -> Result<Vec<Call>, StoreError> {
+    async fn with_outcomes(&self, calls: Vec<Call>) -> Result<Vec<Call>, StoreError> {
         if calls.is_empty() {
             return Ok(calls);
         }
-        let mut sql = D::sql(format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE TRUE"));
-        sql.and_in("call_id", calls.iter().map(|c| c.id));
-        let rows = self.db.fetch_all(sql).await?;
-        let mut latest = HashMap::<Uuid, Outcome>::new();
-        for outcome in rows.iter().map(rows::outcome) {
-            let outcome = outcome?;
-            let Some(call_id) = outcome.call_id else {
-                continue;
-            };
-            match latest.get(&call_id) {
-                Some(seen) if seen.occurred_at >= outcome.occurred_at => {}
-                _ => {
-                    latest.insert(call_id, outcome);
-                }
+        let rows = self.db.fetch_all(outcomes_of::<D>(&calls)).await?;
+        with_latest_outcomes(calls, &rows)
+    }
+}
+
+/// The outcomes of `calls`, for [`with_latest_outcomes`].
+pub(super) fn outcomes_of<D: Dialect>(calls: &[Call]) -> Sql {
+    let mut sql = D::sql(format!("SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE TRUE"));
+    sql.and_in("call_id", calls.iter().map(|c| c.id));
+    sql
+}
+
+/// Each call with the latest of its outcomes among `rows`.
+pub(super) fn with_latest_outcomes<R: Columns>(
+    mut calls: Vec<Call>,
+    rows: &[R],
+) -> Result<Vec<Call>, StoreError> {
+    let mut latest = HashMap::<Uuid, Outcome>::new();
+    for outcome in rows.iter().map(rows::outcome) {
+        let outcome = outcome?;
+        let Some(call_id) = outcome.call_id else {
+            continue;
+        };
+        match latest.get(&call_id) {
+            Some(seen) if seen.occurred_at >= outcome.occurred_at => {}
+            _ => {
+                latest.insert(call_id, outcome);
             }
         }
-        for call in &mut calls {
-            call.outcome = latest.remove(&call.id);
-        }
-        Ok(calls)
     }
+    for call in &mut calls {
+        call.outcome = latest.remove(&call.id);
+    }
+    Ok(calls)
 }
 
 /// Records a call about to be sent upstream, as `unknown` until AI Studio answers.
@@ -434,13 +461,36 @@ pub(super) fn finish_call<D: Dialect>(id: Uuid, result: &CallResult) -> Sql {
     sql
 }
 
+/// Emits `call.result` when AI Studio's answer decided the call's result.
+pub(super) async fn emit_upstream_result<D: Dialect>(
+    tx: &mut D::Tx,
+    id: Uuid,
+    result: &CallResult,
+    changed: &[D::Row],
+) -> Result<(), StoreError> {
+    if upstream_decided(result, changed)? {
+        outbox::call_results::<D>(tx, &[id], result.at).await?;
+    }
+    Ok(())
+}
+
+/// Whether AI Studio's answer decided the call's result (a callback's did not yield).
+fn upstream_decided<R: Columns>(result: &CallResult, changed: &[R]) -> Result<bool, StoreError> {
+    Ok(match (upstream_result(result.state), changed.first()) {
+        (Some(_), Some(row)) => {
+            row.opt_text("result_source")?.as_deref() == Some(ResultSource::Upstream.as_str())
+        }
+        _ => false,
+    })
+}
+
 /// Counts the result AI Studio's answer decided, when it stood (a callback's did not yield).
 pub(super) fn count_upstream_result<R: Columns>(
     result: &CallResult,
     changed: &[R],
 ) -> Result<(), StoreError> {
-    if let (Some(decided), Some(row)) = (upstream_result(result.state), changed.first())
-        && row.opt_text("result_source")?.as_deref() == Some(ResultSource::Upstream.as_str())
+    if let Some(decided) = upstream_result(result.state)
+        && upstream_decided(result, changed)?
     {
         telemetry::count_result(decided, ResultSource::Upstream);
     }

@@ -4,11 +4,14 @@
 use super::StoreError;
 use super::batch::{self, CountChanges, CountKey, Counted};
 use super::dialect::Dialect;
+use super::outbox;
+use super::rows::{self, OUTCOME_COLUMNS};
 use super::sql::{Columns, Sql, Value};
 use crate::domain::call::{ResultSource, callback_result};
 use crate::domain::callback::Callback;
 use crate::domain::outcome::Recorded;
-use crate::domain::time::Timestamp;
+use crate::domain::time::{self, Timestamp};
+use crate::domain::webhook::{self, EventType};
 use crate::telemetry;
 
 /// Stores the new events of a batch, folds them into their outcomes, decides the results of
@@ -100,18 +103,22 @@ pub(super) async fn record_callbacks<D: Dialect>(
         // (result, source it replaced) of each call decided, read before the commit so that
         // nothing after it can fail a batch that is stored.
         let mut decided = Vec::new();
+        let mut decided_calls = Vec::new();
         if !results.is_empty() {
             if let Some(lock) = lock_calls::<D>(&results) {
                 D::execute_in(&mut tx, lock).await?;
             }
             for row in D::fetch_all_in(&mut tx, decide_results::<D>(&results)).await? {
                 decided.push((row.text("result")?, row.opt_text("previous_result_source")?));
+                decided_calls.push(row.uuid("id")?);
             }
         }
         let changes = changes.into_changes();
         if !changes.is_empty() {
             D::execute_in(&mut tx, count_outcomes::<D>(changes)).await?;
         }
+        // Last, after every lock of the batch's own rows is taken.
+        emit_events::<D>(&mut tx, &moved, &decided_calls).await?;
         D::commit(tx).await?;
         for (result, replaced) in &decided {
             telemetry::count_result(result, ResultSource::Callback);
@@ -123,6 +130,28 @@ pub(super) async fn record_callbacks<D: Dialect>(
     }
     D::commit(tx).await?;
     Ok(recorded)
+}
+
+/// The events of a batch, for the subscriptions that want them: `outcome.updated` for each
+/// outcome it changed, `call.result` for each call whose result it set.
+async fn emit_events<D: Dialect>(
+    tx: &mut D::Tx,
+    moved: &[D::Row],
+    decided_calls: &[uuid::Uuid],
+) -> Result<(), StoreError> {
+    let subscribers = outbox::Subscribers::read::<D>(tx).await?;
+    let now = time::now();
+    let wanting = subscribers.wanting(EventType::OutcomeUpdated);
+    if !wanting.is_empty() {
+        let bodies = moved
+            .iter()
+            .map(|row| {
+                rows::outcome(row).map(|o| webhook::envelope(EventType::OutcomeUpdated, now, &o))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        outbox::emit::<D>(tx, &wanting, EventType::OutcomeUpdated, &bodies, now).await?;
+    }
+    outbox::emit_call_results::<D>(tx, &subscribers, decided_calls, now).await
 }
 
 /// How events are ordered for their key `(conversation_uuid, status, occurred_at)`.
@@ -211,7 +240,7 @@ fn fold_outcomes<D: Dialect>(folded: &[batch::Folded]) -> Sql {
            event_count = o.event_count + excluded.event_count, \
            first_received_at = {least}(o.first_received_at, excluded.first_received_at), \
            last_received_at = {greatest}(o.last_received_at, excluded.last_received_at) \
-         RETURNING status, agent_id, occurred_at, previous_status, previous_agent_id, \
+         RETURNING {OUTCOME_COLUMNS}, previous_status, previous_agent_id, \
            previous_occurred_at",
         status = pick("status"),
         received = pick("status_received_at"),
@@ -294,7 +323,7 @@ fn decide_results<D: Dialect>(results: &[batch::CallResultOf<'_>]) -> Sql {
            OR calls.result_source <> 'callback' \
            OR (t.occurred_at, t.received_at, t.status{c}) \
               > (calls.result_occurred_at, calls.result_received_at, calls.result_status{c})) \
-         RETURNING calls.result, calls.previous_result_source"
+         RETURNING calls.id, calls.result, calls.previous_result_source"
     ));
     sql
 }

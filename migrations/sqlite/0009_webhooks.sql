@@ -1,0 +1,47 @@
+-- Outgoing webhooks: subscriptions, and one delivery per subscription and event (a
+-- transactional outbox: each delivery is written by the transaction that made its event).
+--
+-- events: the event types wanted, as a JSON array. secret: the signing key, whsec_ and base64.
+-- disabled_reason: why enabled is false (gone: the receiver answered 410).
+CREATE TABLE webhooks (
+    id              TEXT        NOT NULL PRIMARY KEY,
+    url             text        NOT NULL,
+    events          text        NOT NULL,
+    description     text,
+    secret          text        NOT NULL,
+    enabled         INTEGER     NOT NULL,
+    disabled_reason text,
+    created_at      INTEGER     NOT NULL,
+    updated_at      INTEGER     NOT NULL
+);
+
+CREATE INDEX webhooks_newest ON webhooks (created_at DESC, id DESC);
+
+-- id: the webhook-id header, the same on every attempt. payload: the body, as sent.
+-- status: pending, delivered, failed. next_attempt_at: when a pending delivery is due; while
+-- an attempt is under way, the end of its lease (claimed_by holds it), after which another
+-- replica may take it over. once: a manual retry, attempted once whatever the schedule says.
+CREATE TABLE webhook_deliveries (
+    id               TEXT        NOT NULL PRIMARY KEY,
+    subscription_id  TEXT        NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_type       text        NOT NULL,
+    payload          text        NOT NULL,
+    status           text        NOT NULL,
+    attempts         integer     NOT NULL DEFAULT 0,
+    once             INTEGER     NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER,
+    claimed_by       TEXT,
+    last_status_code integer,
+    last_error       text,
+    created_at       INTEGER     NOT NULL,
+    delivered_at     INTEGER,
+    updated_at       INTEGER     NOT NULL
+);
+
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (subscription_id, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_oldest ON webhook_deliveries (subscription_id, created_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_newest ON webhook_deliveries (subscription_id, created_at DESC, id DESC);
+CREATE INDEX webhook_deliveries_ended ON webhook_deliveries (updated_at)
+    WHERE status <> 'pending';

@@ -1,0 +1,357 @@
+//! Subscriptions, their delivery log, and the deliverer's claims and attempts.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StoreError;
+use super::dialect::Dialect;
+use super::rows::{self, DELIVERY_COLUMNS, SUBSCRIPTION_COLUMNS};
+use super::sql::{Columns, PageKey};
+use super::sql_store::SqlStore;
+use super::webhooks::{
+    Attempt, ClaimedDelivery, Created, Next, Retried, SubscriptionRecord, Target, WebhookStore,
+};
+use crate::domain::page::{Cursor, Page, PageRequest};
+use crate::domain::time::Timestamp;
+use crate::domain::webhook::{Delivery, DeliveryStatus, MAX_SUBSCRIPTIONS, Subscription};
+
+/// What a delivery pending for a disabled subscription ends with.
+const DISABLED: &str = "the subscription was disabled: its receiver answered 410 Gone";
+
+#[async_trait]
+impl<D: Dialect> WebhookStore for SqlStore<D> {
+    async fn create_subscription(
+        &self,
+        record: &SubscriptionRecord<'_>,
+    ) -> Result<Created, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let count = D::fetch_all_in(&mut tx, D::sql("SELECT count(*) AS n FROM webhooks")).await?;
+        if count.first().map(|r| r.int("n")).transpose()?.unwrap_or(0) >= MAX_SUBSCRIPTIONS {
+            return Ok(Created::Full);
+        }
+        let events: Vec<&str> = record
+            .subscription
+            .events
+            .iter()
+            .map(|e| e.as_str())
+            .collect();
+        let mut sql = D::sql(format!(
+            "INSERT INTO webhooks ({SUBSCRIPTION_COLUMNS}, secret, updated_at) VALUES ("
+        ));
+        sql.bind(record.id)
+            .push(", ")
+            .bind(record.subscription.url.as_str())
+            .push(", ")
+            .bind(serde_json::to_string(&events).expect("names serialize"))
+            .push(", ")
+            .bind(&record.subscription.description)
+            .push(", ")
+            .bind(true)
+            .push(", ")
+            .bind(None::<&str>)
+            .push(", ")
+            .bind(record.now)
+            .push(", ")
+            .bind(record.secret)
+            .push(", ")
+            .bind(record.now)
+            .push(format!(") RETURNING {SUBSCRIPTION_COLUMNS}").as_str());
+        let row = D::fetch_all_in(&mut tx, sql).await?;
+        let subscription = rows::subscription(
+            row.first()
+                .ok_or_else(|| StoreError::Corrupt("no row inserted".into()))?,
+        )?;
+        D::commit(tx).await?;
+        Ok(Created::Created(subscription))
+    }
+
+    async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+        let mut sql = D::sql(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE id = "
+        ));
+        sql.bind(id);
+        self.db
+            .fetch_optional(sql)
+            .await?
+            .map(|row| rows::subscription(&row))
+            .transpose()
+    }
+
+    async fn subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>, StoreError> {
+        let mut sql = D::sql(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE TRUE"
+        ));
+        sql.newest_first("created_at", "id", PageKey::Uuid, page);
+        let rows = self.db.fetch_all(sql).await?;
+        let items = rows
+            .iter()
+            .map(rows::subscription)
+            .collect::<Result<_, _>>()?;
+        Ok(Page::from_rows(items, page.limit, |s: &Subscription| {
+            Cursor::new(&s.created_at, s.id.to_string())
+        }))
+    }
+
+    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut deliveries = D::sql("DELETE FROM webhook_deliveries WHERE subscription_id = ");
+        deliveries.bind(id);
+        D::execute_in(&mut tx, deliveries).await?;
+        let mut sql = D::sql("DELETE FROM webhooks WHERE id = ");
+        sql.bind(id);
+        let deleted = D::execute_in(&mut tx, sql).await? == 1;
+        D::commit(tx).await?;
+        Ok(deleted)
+    }
+
+    async fn deliveries(
+        &self,
+        subscription_id: Uuid,
+        statuses: &[DeliveryStatus],
+        page: &PageRequest,
+    ) -> Result<Option<Page<Delivery>>, StoreError> {
+        let mut exists = D::sql("SELECT id FROM webhooks WHERE id = ");
+        exists.bind(subscription_id);
+        if self.db.fetch_optional(exists).await?.is_none() {
+            return Ok(None);
+        }
+        let mut sql = D::sql(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE subscription_id = "
+        ));
+        sql.bind(subscription_id)
+            .and_in("status", statuses.iter().map(|s| s.as_str()));
+        sql.newest_first("created_at", "id", PageKey::Uuid, page);
+        let rows = self.db.fetch_all(sql).await?;
+        let items = rows.iter().map(rows::delivery).collect::<Result<_, _>>()?;
+        Ok(Some(Page::from_rows(items, page.limit, |d: &Delivery| {
+            Cursor::new(&d.created_at, d.id.to_string())
+        })))
+    }
+
+    async fn retry_delivery(
+        &self,
+        subscription_id: Uuid,
+        delivery_id: Uuid,
+        now: Timestamp,
+    ) -> Result<Retried, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut sql = D::sql("SELECT enabled FROM webhooks WHERE id = ");
+        sql.bind(subscription_id);
+        let Some(subscription) = D::fetch_all_in(&mut tx, sql).await?.into_iter().next() else {
+            return Ok(Retried::NotFound);
+        };
+        if !subscription.boolean("enabled")? {
+            return Ok(Retried::Disabled);
+        }
+        let mut sql = D::sql(
+            "SELECT status, claimed_by, next_attempt_at FROM webhook_deliveries WHERE id = ",
+        );
+        sql.bind(delivery_id)
+            .push(" AND subscription_id = ")
+            .bind(subscription_id)
+            .push(D::SYNTAX.lock_rows);
+        let Some(row) = D::fetch_all_in(&mut tx, sql).await?.into_iter().next() else {
+            return Ok(Retried::NotFound);
+        };
+        let pending = row.text("status")? == DeliveryStatus::Pending.as_str();
+        if pending
+            && row.opt_uuid("claimed_by")?.is_some()
+            && row
+                .opt_time("next_attempt_at")?
+                .is_some_and(|lease| lease > now)
+        {
+            return Ok(Retried::InFlight);
+        }
+        // A pending delivery is only brought forward; an ended one gets one attempt more.
+        let mut sql = D::sql("UPDATE webhook_deliveries SET status = ");
+        sql.bind(DeliveryStatus::Pending.as_str())
+            .push(", next_attempt_at = ")
+            .bind(now)
+            .push(", claimed_by = NULL, once = ")
+            .bind(!pending)
+            .push(", updated_at = ")
+            .bind(now)
+            .push(" WHERE id = ")
+            .bind(delivery_id);
+        D::execute_in(&mut tx, sql).await?;
+        D::commit(tx).await?;
+        Ok(Retried::Queued)
+    }
+
+    async fn delivery_targets(&self) -> Result<Vec<Target>, StoreError> {
+        let pending = |of: &str| {
+            format!(
+                "(SELECT min(d.{of}) FROM webhook_deliveries d \
+                 WHERE d.subscription_id = w.id AND d.status = 'pending')"
+            )
+        };
+        let mut sql = D::sql(format!(
+            "SELECT w.id, w.url, w.secret, {} AS next_due, {} AS oldest_pending \
+             FROM webhooks w WHERE w.enabled = ",
+            pending("next_attempt_at"),
+            pending("created_at")
+        ));
+        sql.bind(true);
+        self.db
+            .fetch_all(sql)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Target {
+                    id: row.uuid("id")?,
+                    url: row.text("url")?,
+                    secret: row.text("secret")?,
+                    next_due: row.opt_time("next_due")?,
+                    oldest_pending: row.opt_time("oldest_pending")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_deliveries(
+        &self,
+        subscription_id: Uuid,
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        // A claimed delivery's next attempt is the end of its lease: should its holder die,
+        // it is due again then, with nothing else to recover.
+        let claim = Uuid::now_v7();
+        let mut sql = D::sql("UPDATE webhook_deliveries SET next_attempt_at = ");
+        sql.bind(lease_until)
+            .push(", claimed_by = ")
+            .bind(claim)
+            .push(", attempts = attempts + 1, updated_at = ")
+            .bind(now)
+            .push(
+                " WHERE id IN (SELECT id FROM webhook_deliveries \
+                 WHERE status = 'pending' AND subscription_id = ",
+            )
+            .bind(subscription_id)
+            .push(" AND next_attempt_at <= ")
+            .bind(now)
+            .push(" ORDER BY next_attempt_at LIMIT ")
+            .bind(i64::from(limit))
+            .push(D::SYNTAX.skip_locked)
+            .push(") AND status = 'pending' AND next_attempt_at <= ")
+            .bind(now)
+            .push(" RETURNING id, payload, attempts, once");
+        let mut tx = self.db.begin_write().await?;
+        let rows = D::fetch_all_in(&mut tx, sql).await?;
+        D::commit(tx).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedDelivery {
+                    id: row.uuid("id")?,
+                    subscription_id,
+                    payload: row.text("payload")?,
+                    attempts: u32::try_from(row.int32("attempts")?).unwrap_or(u32::MAX),
+                    once: row.boolean("once")?,
+                    claim,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        attempt: &Attempt,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut next = attempt.next;
+        if let Next::RetryAt(_) = next {
+            // A subscription disabled meanwhile gets nothing more.
+            let mut sql = D::sql("SELECT enabled FROM webhooks WHERE id = ");
+            sql.bind(claimed.subscription_id);
+            let enabled = D::fetch_all_in(&mut tx, sql).await?;
+            if !enabled
+                .first()
+                .map(|r| r.boolean("enabled"))
+                .transpose()?
+                .unwrap_or(false)
+            {
+                next = Next::Failed;
+            }
+        }
+        let (status, next_attempt_at) = match next {
+            Next::Delivered => (DeliveryStatus::Delivered, None),
+            Next::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            Next::Failed | Next::Gone => (DeliveryStatus::Failed, None),
+        };
+        let mut sql = D::sql("UPDATE webhook_deliveries SET status = ");
+        sql.bind(status.as_str())
+            .push(", next_attempt_at = ")
+            .bind(next_attempt_at)
+            .push(", claimed_by = NULL, once = ")
+            .bind(false)
+            .push(", last_status_code = ")
+            .bind(attempt.status_code.map(i32::from))
+            .push(", last_error = ")
+            .bind(attempt.error.as_deref())
+            .push(", delivered_at = ");
+        if next == Next::Delivered {
+            sql.bind(attempt.at);
+        } else {
+            sql.push("delivered_at");
+        }
+        sql.push(", updated_at = ")
+            .bind(attempt.at)
+            .push(" WHERE id = ")
+            .bind(claimed.id)
+            .push(" AND claimed_by = ")
+            .bind(claimed.claim);
+        if D::execute_in(&mut tx, sql).await? == 0 {
+            return Ok(false);
+        }
+        if next == Next::Gone {
+            disable::<D>(&mut tx, claimed.subscription_id, attempt.at).await?;
+        }
+        D::commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn prune_deliveries(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut sql = D::sql(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE status <> 'pending' AND updated_at < ",
+        );
+        sql.bind(ended_before)
+            .push(" LIMIT ")
+            .bind(i64::from(limit))
+            .push(")");
+        self.db.execute(sql).await
+    }
+}
+
+/// Disables a subscription whose receiver is gone; its pending deliveries not under way fail.
+async fn disable<D: Dialect>(
+    tx: &mut D::Tx,
+    subscription_id: Uuid,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut sql = D::sql("UPDATE webhooks SET enabled = ");
+    sql.bind(false)
+        .push(", disabled_reason = 'gone', updated_at = ")
+        .bind(now)
+        .push(" WHERE id = ")
+        .bind(subscription_id);
+    D::execute_in(tx, sql).await?;
+    let mut sql = D::sql("UPDATE webhook_deliveries SET status = ");
+    sql.bind(DeliveryStatus::Failed.as_str())
+        .push(", next_attempt_at = NULL, last_error = ")
+        .bind(DISABLED)
+        .push(", updated_at = ")
+        .bind(now)
+        .push(" WHERE subscription_id = ")
+        .bind(subscription_id)
+        .push(" AND status = 'pending' AND (claimed_by IS NULL OR next_attempt_at <= ")
+        .bind(now)
+        .push(")");
+    D::execute_in(tx, sql).await.map(|_| ())
+}

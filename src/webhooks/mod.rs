@@ -1,0 +1,294 @@
+//! The webhook deliverer, which runs in every replica and keeps its state in the database:
+//! each round claims the due deliveries of every enabled subscription, up to
+//! [`PER_SUBSCRIPTION`] under way at once for each, and sends them. A receiver that is slow
+//! or dead holds only its own subscription's slots; ingest never waits on it, since
+//! deliveries are rows that its transactions write and this loop reads.
+
+pub mod send;
+pub mod target;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::domain::time::{Timestamp, now, span};
+use crate::domain::webhook::RetrySchedule;
+use crate::store::webhooks::{Attempt, ClaimedDelivery, Next, Target};
+use crate::store::{Store, StoreError};
+use send::{Answer, Sender};
+
+/// Deliveries under way at once for one subscription, in one replica.
+pub const PER_SUBSCRIPTION: usize = 4;
+/// How often the database is looked at for due deliveries, when nothing wakes the loop.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a round waits after the database failed it.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Added to the send timeout for a claim's lease: time to record the attempt.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// How often ended deliveries past their retention are deleted, and how many at a time.
+const PRUNE_PERIOD: Duration = Duration::from_secs(60);
+const PRUNE_BATCH: u32 = 5_000;
+
+/// How deliveries are made.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub schedule: RetrySchedule,
+    pub allow_private: bool,
+    /// How long delivered and failed deliveries are kept.
+    pub retention: Duration,
+}
+
+/// The background deliverer; dropping the handle stops its rounds.
+pub struct Deliverer {
+    task: tokio::task::JoinHandle<()>,
+    context: Arc<Context>,
+}
+
+struct Context {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    settings: Settings,
+    /// A send finished: its subscription has a free slot.
+    freed: Notify,
+    stopping: AtomicBool,
+    sending: TaskTracker,
+}
+
+impl Drop for Deliverer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Deliverer {
+    pub fn start(store: Arc<dyn Store>, settings: Settings) -> Self {
+        let context = Arc::new(Context {
+            store,
+            sender: Sender::new(settings.timeout, settings.allow_private),
+            settings,
+            freed: Notify::new(),
+            stopping: AtomicBool::new(false),
+            sending: TaskTracker::new(),
+        });
+        let task = tokio::spawn(run(context.clone()));
+        Self { task, context }
+    }
+
+    /// Stops claiming deliveries and waits for those being sent to be recorded. What a
+    /// shutdown cuts short is sent again once its lease ends.
+    pub async fn drain(&self) {
+        self.context.stopping.store(true, Ordering::Release);
+        self.context.freed.notify_one();
+        self.context.sending.close();
+        self.context.sending.wait().await;
+    }
+}
+
+async fn run(context: Arc<Context>) {
+    let mut slots: HashMap<Uuid, Arc<Semaphore>> = HashMap::new();
+    let mut labelled: HashSet<Uuid> = HashSet::new();
+    let mut last_prune: Option<Instant> = None;
+    while !context.stopping.load(Ordering::Acquire) {
+        let wait = match round(&context, &mut slots, &mut labelled).await {
+            Ok(wait) => wait,
+            Err(err) => {
+                tracing::warn!(error = %err, "webhook deliveries could not be claimed; trying again");
+                ERROR_PAUSE
+            }
+        };
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_PERIOD) {
+            last_prune = Some(Instant::now());
+            prune(&context).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = context.freed.notified() => {}
+        }
+    }
+}
+
+/// Claims and sends what is due; returns how long to wait before the next round.
+async fn round(
+    context: &Arc<Context>,
+    slots: &mut HashMap<Uuid, Arc<Semaphore>>,
+    labelled: &mut HashSet<Uuid>,
+) -> Result<Duration, StoreError> {
+    let targets = context.store.webhooks().delivery_targets().await?;
+    let at = now();
+    gauge_oldest(&targets, at, labelled);
+    slots.retain(|id, _| targets.iter().any(|t| t.id == *id));
+    let mut wait = POLL;
+    for target in targets {
+        let Some(due) = target.next_due else {
+            continue;
+        };
+        if due > at {
+            wait = wait.min((due - at).to_std().unwrap_or(POLL));
+            continue;
+        }
+        let slot = slots
+            .entry(target.id)
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_SUBSCRIPTION)))
+            .clone();
+        let free = slot.available_permits();
+        if free == 0 {
+            continue;
+        }
+        let lease_until = at + span(context.settings.timeout + LEASE_MARGIN);
+        let claimed = context
+            .store
+            .webhooks()
+            .claim_deliveries(target.id, free as u32, at, lease_until)
+            .await?;
+        let target = Arc::new(target);
+        for delivery in claimed {
+            let permit = slot
+                .clone()
+                .try_acquire_owned()
+                .expect("no more are claimed than slots are free");
+            context
+                .sending
+                .spawn(deliver(context.clone(), target.clone(), delivery, permit));
+        }
+    }
+    Ok(wait)
+}
+
+/// Sends one claimed delivery and records what became of it.
+async fn deliver(
+    context: Arc<Context>,
+    target: Arc<Target>,
+    delivery: ClaimedDelivery,
+    permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let answer = context
+        .sender
+        .send(&target.url, &target.secret, delivery.id, &delivery.payload)
+        .await;
+    metrics::histogram!("callhook_webhook_attempt_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("callhook_webhook_attempts_total", "result" => answer.label()).increment(1);
+    let at = now();
+    let attempt = attempt_of(&answer, &delivery, &context.settings.schedule, at);
+    tracing::info!(
+        delivery_id = %delivery.id,
+        subscription_id = %target.id,
+        attempt = delivery.attempts,
+        result = answer.label(),
+        status = attempt.status_code,
+        "webhook attempt"
+    );
+    let record = || async {
+        context
+            .store
+            .webhooks()
+            .record_attempt(&delivery, &attempt)
+            .await
+    };
+    match record
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_times(5),
+        )
+        .when(StoreError::is_unavailable)
+        .await
+    {
+        Ok(true) => match attempt.next {
+            Next::Delivered => count_ended("delivered"),
+            Next::Failed | Next::Gone => count_ended("failed"),
+            Next::RetryAt(_) => {}
+        },
+        Ok(false) => {
+            tracing::warn!(delivery_id = %delivery.id, "the delivery's claim was lost before its attempt was recorded");
+        }
+        Err(err) => {
+            // Its lease ends and it is sent again: at least once.
+            tracing::error!(delivery_id = %delivery.id, error = %err, "a webhook attempt could not be recorded");
+        }
+    }
+    if attempt.next == Next::Gone {
+        tracing::warn!(subscription_id = %target.id, "the receiver answered 410 Gone: the subscription is disabled");
+    }
+    drop(permit);
+    context.freed.notify_one();
+}
+
+/// What an answer means for the delivery: done, another attempt after the schedule's next
+/// wait, or failed once the schedule (or a manual retry's single attempt) is spent.
+fn attempt_of(
+    answer: &Answer,
+    delivery: &ClaimedDelivery,
+    schedule: &RetrySchedule,
+    at: Timestamp,
+) -> Attempt {
+    let (status_code, error, next) = match answer {
+        Answer::Delivered(status) => (Some(*status), None, Next::Delivered),
+        Answer::Gone => (
+            Some(410),
+            Some("the receiver answered 410 Gone".to_owned()),
+            Next::Gone,
+        ),
+        Answer::Failed { status, error, .. } => {
+            let next = match schedule.after(delivery.attempts) {
+                Some(wait) if !delivery.once => Next::RetryAt(at + span(wait)),
+                _ => Next::Failed,
+            };
+            (*status, Some(error.clone()), next)
+        }
+    };
+    Attempt {
+        status_code,
+        error,
+        next,
+        at,
+    }
+}
+
+fn count_ended(status: &'static str) {
+    metrics::counter!("callhook_webhook_deliveries_total", "status" => status).increment(1);
+}
+
+/// Sets each enabled subscription's oldest pending age, and zero for those gone since.
+fn gauge_oldest(targets: &[Target], at: Timestamp, labelled: &mut HashSet<Uuid>) {
+    let current: HashSet<Uuid> = targets.iter().map(|t| t.id).collect();
+    for gone in labelled.difference(&current) {
+        metrics::gauge!("callhook_webhook_oldest_pending_seconds", "subscription_id" => gone.to_string())
+            .set(0.0);
+    }
+    for target in targets {
+        let age = target.oldest_pending.map_or(0.0, |oldest| {
+            (at - oldest).to_std().unwrap_or_default().as_secs_f64()
+        });
+        metrics::gauge!("callhook_webhook_oldest_pending_seconds", "subscription_id" => target.id.to_string())
+            .set(age);
+    }
+    *labelled = current;
+}
+
+async fn prune(context: &Context) {
+    let before = now() - span(context.settings.retention);
+    loop {
+        match context
+            .store
+            .webhooks()
+            .prune_deliveries(before, PRUNE_BATCH)
+            .await
+        {
+            Ok(deleted) if deleted == u64::from(PRUNE_BATCH) => continue,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "ended webhook deliveries could not be pruned");
+                return;
+            }
+        }
+    }
+}
