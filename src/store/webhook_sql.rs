@@ -217,26 +217,29 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         // A claimed delivery's next attempt is the end of its lease: should its holder die,
         // it is due again then, with nothing else to recover.
+        // The deliveries are picked first, by a statement of their own: as a subquery of
+        // the update, PostgreSQL may run the pick again per row and claim more than `limit`.
         let claim = Uuid::now_v7();
-        let mut sql = D::sql("UPDATE webhook_deliveries SET next_attempt_at = ");
-        sql.bind(lease_until)
-            .push(", claimed_by = ")
-            .bind(claim)
-            .push(", attempts = attempts + 1, updated_at = ")
-            .bind(now)
-            .push(
-                " WHERE id IN (SELECT id FROM webhook_deliveries \
-                 WHERE status = 'pending' AND subscription_id = ",
-            )
-            .bind(subscription_id)
+        let mut sql = D::sql(
+            "WITH picked AS MATERIALIZED (SELECT id FROM webhook_deliveries \
+             WHERE status = 'pending' AND subscription_id = ",
+        );
+        sql.bind(subscription_id)
             .push(" AND next_attempt_at <= ")
             .bind(now)
             .push(" ORDER BY next_attempt_at LIMIT ")
             .bind(i64::from(limit))
             .push(D::SYNTAX.skip_locked)
-            .push(") AND status = 'pending' AND next_attempt_at <= ")
+            .push(") UPDATE webhook_deliveries SET next_attempt_at = ")
+            .bind(lease_until)
+            .push(", claimed_by = ")
+            .bind(claim)
+            .push(", attempts = attempts + 1, updated_at = ")
             .bind(now)
-            .push(" RETURNING id, payload, attempts, once");
+            .push(
+                " FROM picked WHERE webhook_deliveries.id = picked.id \
+                 RETURNING webhook_deliveries.id, payload, attempts, once",
+            );
         let mut tx = self.db.begin_write().await?;
         let rows = D::fetch_all_in(&mut tx, sql).await?;
         D::commit(tx).await?;

@@ -181,13 +181,14 @@ fn private_address(err: &reqwest::Error) -> Option<&PrivateAddress> {
 mod tests {
     use super::*;
 
-    /// The example of the Standard Webhooks specification's reference libraries.
+    /// The worked example of the signature scheme that Standard Webhooks grew from (Svix's
+    /// documentation on verifying webhooks by hand).
     #[test]
-    fn signatures_match_the_specification_test_vector() {
+    fn signatures_match_the_published_example() {
         assert_eq!(
             sign(
-                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
-                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 1_614_265_330,
                 r#"{"test": 2432232314}"#,
             )

@@ -1,6 +1,7 @@
 //! The HTTP suite: black-box tests over real sockets, each run once per storage backend.
 
 mod helpers;
+mod receiver;
 mod studio;
 
 mod calls;
@@ -13,3 +14,4 @@ mod outcomes;
 mod results;
 mod status;
 mod store;
+mod webhooks;
