@@ -18,6 +18,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[path = "api/studio.rs"]
 mod studio;
 
+#[allow(dead_code)]
+#[path = "api/receiver.rs"]
+mod receiver;
+
+use receiver::{Receiver, Reply};
 use studio::{Answer, Studio};
 
 const TOKEN: &str = "replica-token-0123456789";
@@ -47,6 +52,12 @@ impl Replica {
                 ("CALLHOOK_ANSWER_GRACE_SECS", grace),
                 ("CALLHOOK_SPOOL_DIR", spool.to_str().unwrap()),
                 ("CALLHOOK_LOG_FORMAT", "json"),
+                ("CALLHOOK_WEBHOOK_ALLOW_PRIVATE", "true"),
+                ("CALLHOOK_WEBHOOK_TIMEOUT_SECS", "1"),
+                (
+                    "CALLHOOK_WEBHOOK_RETRY_SCHEDULE",
+                    "0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3",
+                ),
                 ("RUST_LOG", "info"),
             ])
             .stderr(Stdio::piped())
@@ -95,6 +106,34 @@ impl Replica {
             .json()
             .await
             .unwrap()
+    }
+
+    /// An authenticated `POST` of `body`, answered `expected`; returns the answer's JSON.
+    async fn post_json(&self, path: &str, body: &Value, expected: u16) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Posts a callback to the shared status URL, asserting its 204.
+    async fn call_back(&self, conversation: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/status/{SECRET}", self.base))
+            .json(&json!({
+                "conversation_uuid": conversation,
+                "status": "busy",
+                "timestamp": "2026-12-01T10:00:00Z",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
     }
 
     /// The first page of calls with `result`.
@@ -389,4 +428,103 @@ async fn two_replicas_share_an_agents_pace_and_dial_each_attempt_once() {
         by_first > 0.0 && by_second > 0.0,
         "one replica dialled everything: {by_first} and {by_second}"
     );
+}
+
+/// Subscribes `receiver` to outcome updates through `replica`; returns the subscription's id.
+async fn subscribe(replica: &Replica, receiver: &Receiver) -> String {
+    let subscription = replica
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": receiver.url(), "events": ["outcome.updated"]}),
+            201,
+        )
+        .await;
+    subscription["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls a subscription's delivery log until `count` deliveries are delivered, for at most
+/// `within`.
+async fn until_delivered(replica: &Replica, subscription: &str, count: usize, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let page = replica
+            .get_json(&format!(
+                "/v1/webhooks/{subscription}/deliveries?status=delivered&limit=1000"
+            ))
+            .await;
+        if page["items"].as_array().unwrap().len() >= count {
+            return;
+        }
+        assert!(started.elapsed() < within, "not delivered: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `kill -9` right after a callback's 204, its event not yet delivered (the receiver fails
+/// every attempt until then): a successor on the same database delivers it.
+async fn an_acknowledged_event_is_delivered_after_kill_9(database_url: &str) {
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Some(Reply::Status(503)));
+    let doomed = Replica::start(database_url, "http://127.0.0.1:9", "60");
+    let subscription = subscribe(&doomed, &receiver).await;
+    doomed.call_back("CON-killed").await;
+    doomed.crash();
+    receiver.otherwise(None);
+    let successor = Replica::start(database_url, "http://127.0.0.1:9", "60");
+    // An attempt cut off by the kill is due again once its lease (timeout + 10 s) ends.
+    until_delivered(&successor, &subscription, 1, Duration::from_secs(30)).await;
+    let arrived = receiver.deliveries();
+    assert!(!arrived.is_empty());
+    assert!(
+        arrived.iter().all(|d| d.id == arrived[0].id),
+        "one event: {arrived:?}"
+    );
+    assert_eq!(arrived[0].json()["data"]["conversation_uuid"], "CON-killed");
+}
+
+#[tokio::test]
+async fn an_acknowledged_event_survives_kill_9_on_postgres() {
+    an_acknowledged_event_is_delivered_after_kill_9(&database().await).await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_event_survives_kill_9_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("callhook.db").display());
+    an_acknowledged_event_is_delivered_after_kill_9(&url).await;
+}
+
+/// Two replicas deliver one subscription's events: each event arrives, none twice, and
+/// both replicas take part (each counts its own attempts).
+#[tokio::test]
+async fn two_replicas_deliver_each_event_once() {
+    let database_url = database().await;
+    let receiver = Receiver::start().await;
+    let first = Replica::start(&database_url, "http://127.0.0.1:9", "60");
+    let second = Replica::start(&database_url, "http://127.0.0.1:9", "60");
+    let subscription = subscribe(&first, &receiver).await;
+    let events = 200;
+    for n in 0..events {
+        let replica = if n % 2 == 0 { &first } else { &second };
+        replica.call_back(&format!("CON-shared-{n}")).await;
+    }
+    until_delivered(&second, &subscription, events, Duration::from_secs(30)).await;
+    let arrived = receiver.deliveries();
+    let mut ids: Vec<&str> = arrived.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), events, "every event arrived");
+    assert_eq!(arrived.len(), events, "an event was delivered twice");
+    let attempts = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"callhook_webhook_attempts_total{result="delivered"}"#))
+            .map_or(0.0, |rest| rest.trim().parse::<f64>().unwrap())
+    };
+    let (a, b) = (
+        attempts(first.metrics().await),
+        attempts(second.metrics().await),
+    );
+    assert_eq!(a + b, events as f64);
+    assert!(a > 0.0 && b > 0.0, "one replica did all: {a} and {b}");
 }

@@ -30,7 +30,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// How long a round waits after the database failed it.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Added to the send timeout for a claim's lease: time to record the attempt.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// How often ended deliveries past their retention are deleted, and how many at a time.
 const PRUNE_PERIOD: Duration = Duration::from_secs(60);
 const PRUNE_BATCH: u32 = 5_000;
