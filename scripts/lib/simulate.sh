@@ -10,7 +10,9 @@ start_simulated() {
   cargo build --quiet "$@"
   local bin="${CARGO_TARGET_DIR:-target}" profile=debug
   [[ " $* " == *" --release "* ]] && profile=release
+  # The demos' webhook receiver listens on loopback.
   CALLHOOK_ANSWER_GRACE_SECS="${CALLHOOK_ANSWER_GRACE_SECS:-10}" CALLHOOK_BIND="$bind" \
+    CALLHOOK_WEBHOOK_ALLOW_PRIVATE=true \
     DATABASE_URL="sqlite://$dir/callhook.db" CALLHOOK_SPOOL_DIR="$dir/spool" CALLHOOK_LOG_FORMAT=pretty \
     "$bin/$profile/callhook" --simulate 2>"$dir/callhook.log" &
   pid=$!
