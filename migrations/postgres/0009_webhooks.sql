@@ -4,7 +4,9 @@
 -- FOR UPDATE SKIP LOCKED.
 --
 -- events: the event types wanted, as a JSON array. secret: the signing key, whsec_ and base64.
--- disabled_reason: why enabled is false (gone: the receiver answered 410).
+-- disabled_reason: why enabled is false (gone: the receiver answered 410). deleted_at: when
+-- DELETE /v1/webhooks/{id} removed it; its rows go in the background, so that a deletion never
+-- waits on, or fails, the ingest batches writing deliveries for it at that moment.
 CREATE TABLE webhooks (
     id              uuid        PRIMARY KEY,
     url             text        NOT NULL,
@@ -14,7 +16,8 @@ CREATE TABLE webhooks (
     enabled         boolean     NOT NULL,
     disabled_reason text,
     created_at      timestamptz NOT NULL,
-    updated_at      timestamptz NOT NULL
+    updated_at      timestamptz NOT NULL,
+    deleted_at      timestamptz
 );
 
 CREATE INDEX webhooks_newest ON webhooks (created_at DESC, id DESC);
@@ -25,7 +28,7 @@ CREATE INDEX webhooks_newest ON webhooks (created_at DESC, id DESC);
 -- replica may take it over. once: a manual retry, attempted once whatever the schedule says.
 CREATE TABLE webhook_deliveries (
     id               uuid        PRIMARY KEY,
-    subscription_id  uuid        NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    subscription_id  uuid        NOT NULL REFERENCES webhooks (id),
     event_type       text        NOT NULL,
     payload          text        NOT NULL,
     status           text        NOT NULL,

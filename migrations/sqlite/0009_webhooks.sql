@@ -2,7 +2,9 @@
 -- transactional outbox: each delivery is written by the transaction that made its event).
 --
 -- events: the event types wanted, as a JSON array. secret: the signing key, whsec_ and base64.
--- disabled_reason: why enabled is false (gone: the receiver answered 410).
+-- disabled_reason: why enabled is false (gone: the receiver answered 410). deleted_at: when
+-- DELETE /v1/webhooks/{id} removed it; its rows go in the background, so that a deletion never
+-- waits on, or fails, the ingest batches writing deliveries for it at that moment.
 CREATE TABLE webhooks (
     id              TEXT        NOT NULL PRIMARY KEY,
     url             text        NOT NULL,
@@ -12,7 +14,8 @@ CREATE TABLE webhooks (
     enabled         INTEGER     NOT NULL,
     disabled_reason text,
     created_at      INTEGER     NOT NULL,
-    updated_at      INTEGER     NOT NULL
+    updated_at      INTEGER     NOT NULL,
+    deleted_at      INTEGER
 );
 
 CREATE INDEX webhooks_newest ON webhooks (created_at DESC, id DESC);
@@ -23,7 +26,7 @@ CREATE INDEX webhooks_newest ON webhooks (created_at DESC, id DESC);
 -- replica may take it over. once: a manual retry, attempted once whatever the schedule says.
 CREATE TABLE webhook_deliveries (
     id               TEXT        NOT NULL PRIMARY KEY,
-    subscription_id  TEXT        NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    subscription_id  TEXT        NOT NULL REFERENCES webhooks (id),
     event_type       text        NOT NULL,
     payload          text        NOT NULL,
     status           text        NOT NULL,

@@ -133,7 +133,8 @@ pub async fn get_webhook(
         .ok_or_else(|| not_found(id))
 }
 
-/// Delete a subscription: nothing more is sent to it, and its delivery log goes with it.
+/// Delete a subscription: nothing more is written or sent for it (an attempt under way
+/// finishes), and its delivery log goes with it.
 #[utoipa::path(
     delete,
     path = "/v1/webhooks/{id}",
@@ -152,7 +153,12 @@ pub async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = subscription_id(&id)?;
-    if state.store.webhooks().delete_subscription(id).await? {
+    if state
+        .store
+        .webhooks()
+        .delete_subscription(id, now())
+        .await?
+    {
         tracing::info!(subscription_id = %id, "webhook subscription deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -22,7 +22,8 @@ impl Subscribers {
     /// Reads them in `tx`. A subscription created by a transaction that commits after this
     /// read is created after the change being made, and does not get its event.
     pub async fn read<D: Dialect>(tx: &mut D::Tx) -> Result<Self, StoreError> {
-        let mut sql = D::sql("SELECT id, events FROM webhooks WHERE enabled = ");
+        let mut sql =
+            D::sql("SELECT id, events FROM webhooks WHERE deleted_at IS NULL AND enabled = ");
         sql.bind(true);
         let mut subscribers = Vec::new();
         for row in D::fetch_all_in(tx, sql).await? {

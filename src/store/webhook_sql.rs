@@ -25,7 +25,11 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         record: &SubscriptionRecord<'_>,
     ) -> Result<Created, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let count = D::fetch_all_in(&mut tx, D::sql("SELECT count(*) AS n FROM webhooks")).await?;
+        let count = D::fetch_all_in(
+            &mut tx,
+            D::sql("SELECT count(*) AS n FROM webhooks WHERE deleted_at IS NULL"),
+        )
+        .await?;
         if count.first().map(|r| r.int("n")).transpose()?.unwrap_or(0) >= MAX_SUBSCRIPTIONS {
             return Ok(Created::Full);
         }
@@ -67,7 +71,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
 
     async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError> {
         let mut sql = D::sql(format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE id = "
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND id = "
         ));
         sql.bind(id);
         self.db
@@ -79,7 +83,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
 
     async fn subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>, StoreError> {
         let mut sql = D::sql(format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE TRUE"
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE deleted_at IS NULL"
         ));
         sql.newest_first("created_at", "id", PageKey::Uuid, page);
         let rows = self.db.fetch_all(sql).await?;
@@ -92,16 +96,18 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         }))
     }
 
-    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError> {
-        let mut tx = self.db.begin_write().await?;
-        let mut deliveries = D::sql("DELETE FROM webhook_deliveries WHERE subscription_id = ");
-        deliveries.bind(id);
-        D::execute_in(&mut tx, deliveries).await?;
-        let mut sql = D::sql("DELETE FROM webhooks WHERE id = ");
-        sql.bind(id);
-        let deleted = D::execute_in(&mut tx, sql).await? == 1;
-        D::commit(tx).await?;
-        Ok(deleted)
+    async fn delete_subscription(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
+        // An update, not a delete: the ingest batches writing deliveries for it right now
+        // hold its key (their foreign key), which an update does not wait on.
+        let mut sql = D::sql("UPDATE webhooks SET enabled = ");
+        sql.bind(false)
+            .push(", deleted_at = ")
+            .bind(now)
+            .push(", updated_at = ")
+            .bind(now)
+            .push(" WHERE deleted_at IS NULL AND id = ")
+            .bind(id);
+        Ok(self.db.execute(sql).await? == 1)
     }
 
     async fn deliveries(
@@ -110,7 +116,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         statuses: &[DeliveryStatus],
         page: &PageRequest,
     ) -> Result<Option<Page<Delivery>>, StoreError> {
-        let mut exists = D::sql("SELECT id FROM webhooks WHERE id = ");
+        let mut exists = D::sql("SELECT id FROM webhooks WHERE deleted_at IS NULL AND id = ");
         exists.bind(subscription_id);
         if self.db.fetch_optional(exists).await?.is_none() {
             return Ok(None);
@@ -135,7 +141,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         now: Timestamp,
     ) -> Result<Retried, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let mut sql = D::sql("SELECT enabled FROM webhooks WHERE id = ");
+        let mut sql = D::sql("SELECT enabled FROM webhooks WHERE deleted_at IS NULL AND id = ");
         sql.bind(subscription_id);
         let Some(subscription) = D::fetch_all_in(&mut tx, sql).await?.into_iter().next() else {
             return Ok(Retried::NotFound);
@@ -313,6 +319,31 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         }
         D::commit(tx).await?;
         Ok(true)
+    }
+
+    async fn purge_deleted(
+        &self,
+        deleted_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut sql = D::sql(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+             JOIN webhooks w ON w.id = d.subscription_id WHERE w.deleted_at < ",
+        );
+        sql.bind(deleted_before)
+            .push(" LIMIT ")
+            .bind(i64::from(limit))
+            .push(")");
+        let deliveries = self.db.execute(sql).await?;
+        if deliveries > 0 {
+            return Ok(deliveries);
+        }
+        let mut sql = D::sql("DELETE FROM webhooks WHERE deleted_at < ");
+        sql.bind(deleted_before).push(
+            " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+             WHERE d.subscription_id = webhooks.id)",
+        );
+        self.db.execute(sql).await
     }
 
     async fn prune_deliveries(

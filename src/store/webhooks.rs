@@ -91,8 +91,9 @@ pub trait WebhookStore: Send + Sync {
     async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError>;
     /// Subscriptions newest first by `(created_at, id)`.
     async fn subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>, StoreError>;
-    /// Deletes a subscription and its deliveries; false when there was none.
-    async fn delete_subscription(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Deletes a subscription: nothing more is written or sent for it, and its rows go in
+    /// the background ([`Self::purge_deleted`]); false when there was none.
+    async fn delete_subscription(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError>;
     /// A subscription's deliveries newest first by `(created_at, id)`; `None` when there is no
     /// such subscription.
     async fn deliveries(
@@ -127,6 +128,10 @@ pub trait WebhookStore: Send + Sync {
         claimed: &ClaimedDelivery,
         attempt: &Attempt,
     ) -> Result<bool, StoreError>;
+    /// Deletes up to `limit` deliveries of the subscriptions deleted before `deleted_before`,
+    /// and those subscriptions once none is left; returns how many rows went.
+    async fn purge_deleted(&self, deleted_before: Timestamp, limit: u32)
+    -> Result<u64, StoreError>;
     /// Deletes up to `limit` delivered or failed deliveries that ended before `ended_before`.
     async fn prune_deliveries(
         &self,

@@ -275,6 +275,24 @@ fn gauge_oldest(targets: &[Target], at: Timestamp, labelled: &mut HashSet<Uuid>)
 }
 
 async fn prune(context: &Context) {
+    // A deletion is a minute old before its rows go: no batch that read the subscription
+    // before it was deleted is still writing deliveries for it.
+    let deleted_before = now() - span(PRUNE_PERIOD);
+    loop {
+        match context
+            .store
+            .webhooks()
+            .purge_deleted(deleted_before, PRUNE_BATCH)
+            .await
+        {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "deleted webhook subscriptions could not be purged");
+                break;
+            }
+        }
+    }
     let before = now() - span(context.settings.retention);
     loop {
         match context
