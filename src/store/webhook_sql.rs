@@ -1,12 +1,14 @@
 //! Subscriptions, their delivery log, and the deliverer's claims and attempts.
 
+use std::collections::{BTreeSet, HashSet};
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::StoreError;
 use super::dialect::Dialect;
 use super::rows::{self, DELIVERY_COLUMNS, SUBSCRIPTION_COLUMNS};
-use super::sql::{Columns, PageKey};
+use super::sql::{Columns, PageKey, Value};
 use super::sql_store::SqlStore;
 use super::webhooks::{
     Attempt, ClaimedDelivery, Created, Next, Retried, SubscriptionRecord, Target, WebhookStore,
@@ -263,62 +265,98 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             .collect()
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        claimed: &ClaimedDelivery,
-        attempt: &Attempt,
-    ) -> Result<bool, StoreError> {
+        attempts: &[(ClaimedDelivery, Attempt)],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        if attempts.is_empty() {
+            return Ok(HashSet::new());
+        }
         let mut tx = self.db.begin_write().await?;
-        let mut next = attempt.next;
-        if let Next::RetryAt(_) = next {
-            // A subscription disabled meanwhile gets nothing more.
-            let mut sql = D::sql("SELECT enabled FROM webhooks WHERE id = ");
-            sql.bind(claimed.subscription_id);
-            let enabled = D::fetch_all_in(&mut tx, sql).await?;
-            if !enabled
-                .first()
-                .map(|r| r.boolean("enabled"))
-                .transpose()?
-                .unwrap_or(false)
-            {
-                next = Next::Failed;
-            }
-        }
-        let (status, next_attempt_at) = match next {
-            Next::Delivered => (DeliveryStatus::Delivered, None),
-            Next::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
-            Next::Failed | Next::Gone => (DeliveryStatus::Failed, None),
+        // A subscription disabled or deleted meanwhile gets no more attempts.
+        let mut sql = D::sql("SELECT id FROM webhooks WHERE deleted_at IS NULL AND enabled = ");
+        sql.bind(true)
+            .and_in("id", attempts.iter().map(|(d, _)| d.subscription_id));
+        let enabled: HashSet<Uuid> = D::fetch_all_in(&mut tx, sql)
+            .await?
+            .iter()
+            .map(|row| row.uuid("id"))
+            .collect::<Result<_, _>>()?;
+        let next = |(delivery, attempt): &(ClaimedDelivery, Attempt)| match attempt.next {
+            Next::RetryAt(_) if !enabled.contains(&delivery.subscription_id) => Next::Failed,
+            next => next,
         };
-        let mut sql = D::sql("UPDATE webhook_deliveries SET status = ");
-        sql.bind(status.as_str())
-            .push(", next_attempt_at = ")
-            .bind(next_attempt_at)
-            .push(", claimed_by = NULL, once = ")
-            .bind(false)
-            .push(", last_status_code = ")
-            .bind(attempt.status_code.map(i32::from))
-            .push(", last_error = ")
-            .bind(attempt.error.as_deref())
-            .push(", delivered_at = ");
-        if next == Next::Delivered {
-            sql.bind(attempt.at);
-        } else {
-            sql.push("delivered_at");
-        }
-        sql.push(", updated_at = ")
-            .bind(attempt.at)
-            .push(" WHERE id = ")
-            .bind(claimed.id)
-            .push(" AND claimed_by = ")
-            .bind(claimed.claim);
-        if D::execute_in(&mut tx, sql).await? == 0 {
-            return Ok(false);
-        }
-        if next == Next::Gone {
-            disable::<D>(&mut tx, claimed.subscription_id, attempt.at).await?;
+        let texts = |f: &dyn Fn(&(ClaimedDelivery, Attempt), Next) -> Option<String>| {
+            Value::Texts(attempts.iter().map(|a| f(a, next(a))).collect())
+        };
+        let times = |f: &dyn Fn(&(ClaimedDelivery, Attempt), Next) -> Option<Timestamp>| {
+            Value::Times(attempts.iter().map(|a| f(a, next(a))).collect())
+        };
+        let mut sql = D::sql(
+            "UPDATE webhook_deliveries SET status = t.status, next_attempt_at = t.next_attempt_at, \
+             claimed_by = NULL, once = ",
+        );
+        sql.bind(false).push(
+            ", last_status_code = t.status_code, last_error = t.error, \
+             delivered_at = COALESCE(t.delivered_at, webhook_deliveries.delivered_at), \
+             updated_at = t.at FROM ",
+        );
+        sql.rows(vec![
+            (
+                "id",
+                Value::Uuids(attempts.iter().map(|(d, _)| Some(d.id)).collect()),
+            ),
+            (
+                "claim",
+                Value::Uuids(attempts.iter().map(|(d, _)| Some(d.claim)).collect()),
+            ),
+            (
+                "status",
+                texts(&|_, next| Some(status_after(next).as_str().to_owned())),
+            ),
+            (
+                "next_attempt_at",
+                times(&|_, next| match next {
+                    Next::RetryAt(at) => Some(at),
+                    _ => None,
+                }),
+            ),
+            (
+                "status_code",
+                Value::Ints(
+                    attempts
+                        .iter()
+                        .map(|(_, a)| a.status_code.map(i64::from))
+                        .collect(),
+                ),
+            ),
+            ("error", texts(&|(_, a), _| a.error.clone())),
+            (
+                "delivered_at",
+                times(&|(_, a), next| (next == Next::Delivered).then_some(a.at)),
+            ),
+            ("at", times(&|(_, a), _| Some(a.at))),
+        ]);
+        sql.push(
+            " WHERE webhook_deliveries.id = t.id AND webhook_deliveries.claimed_by = t.claim \
+             RETURNING webhook_deliveries.id",
+        );
+        let recorded: HashSet<Uuid> = D::fetch_all_in(&mut tx, sql)
+            .await?
+            .iter()
+            .map(|row| row.uuid("id"))
+            .collect::<Result<_, _>>()?;
+        let gone: BTreeSet<Uuid> = attempts
+            .iter()
+            .filter(|(d, a)| a.next == Next::Gone && recorded.contains(&d.id))
+            .map(|(d, _)| d.subscription_id)
+            .collect();
+        for subscription_id in gone {
+            let at = attempts.iter().map(|(_, a)| a.at).max().expect("not empty");
+            disable::<D>(&mut tx, subscription_id, at).await?;
         }
         D::commit(tx).await?;
-        Ok(true)
+        Ok(recorded)
     }
 
     async fn purge_deleted(
@@ -360,6 +398,15 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             .bind(i64::from(limit))
             .push(")");
         self.db.execute(sql).await
+    }
+}
+
+/// Where an attempt leaves its delivery.
+fn status_after(next: Next) -> DeliveryStatus {
+    match next {
+        Next::Delivered => DeliveryStatus::Delivered,
+        Next::RetryAt(_) => DeliveryStatus::Pending,
+        Next::Failed | Next::Gone => DeliveryStatus::Failed,
     }
 }
 

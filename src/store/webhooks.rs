@@ -2,6 +2,8 @@
 //! and for the deliverer, claiming due deliveries and recording each attempt. A claim is a
 //! lease: a delivery claimed by a replica that dies is due again when its lease ends.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -121,13 +123,13 @@ pub trait WebhookStore: Send + Sync {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Records an attempt of a claimed delivery; false when the claim was lost meanwhile
-    /// (its lease ended and another replica took the delivery over, or it was deleted).
-    async fn record_attempt(
+    /// Records attempts of claimed deliveries in one transaction; returns the deliveries
+    /// recorded, leaving out those whose claim was lost meanwhile (the lease ended and another
+    /// replica took the delivery over).
+    async fn record_attempts(
         &self,
-        claimed: &ClaimedDelivery,
-        attempt: &Attempt,
-    ) -> Result<bool, StoreError>;
+        attempts: &[(ClaimedDelivery, Attempt)],
+    ) -> Result<HashSet<Uuid>, StoreError>;
     /// Deletes up to `limit` deliveries of the subscriptions deleted before `deleted_before`,
     /// and those subscriptions once none is left; returns how many rows went.
     async fn purge_deleted(&self, deleted_before: Timestamp, limit: u32)

@@ -1,5 +1,6 @@
 //! The webhook deliverer, which runs in every replica and keeps its state in the database:
-//! each round claims the due deliveries of every enabled subscription, up to
+//! each round records the attempts that ended since the last (one transaction for all of
+//! them), then claims the due deliveries of every enabled subscription, up to
 //! [`PER_SUBSCRIPTION`] under way at once for each, and sends them. A receiver that is slow
 //! or dead holds only its own subscription's slots; ingest never waits on it, since
 //! deliveries are rows that its transactions write and this loop reads.
@@ -8,11 +9,10 @@ pub mod send;
 pub mod target;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -24,7 +24,10 @@ use crate::store::{Store, StoreError};
 use send::{Answer, Sender};
 
 /// Deliveries under way at once for one subscription, in one replica.
-pub const PER_SUBSCRIPTION: usize = 4;
+pub const PER_SUBSCRIPTION: usize = 16;
+/// The shortest time between two rounds woken by ended attempts, so that attempts ending
+/// one after another are recorded, and their slots refilled, together.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(5);
 /// How often the database is looked at for due deliveries, when nothing wakes the loop.
 const POLL: Duration = Duration::from_millis(250);
 /// How long a round waits after the database failed it.
@@ -57,6 +60,8 @@ struct Context {
     settings: Settings,
     /// A send finished: its subscription has a free slot.
     freed: Notify,
+    /// Attempts that ended, to be recorded by the next round.
+    ended: Mutex<Vec<(ClaimedDelivery, Attempt)>>,
     stopping: AtomicBool,
     sending: TaskTracker,
 }
@@ -74,6 +79,7 @@ impl Deliverer {
             sender: Sender::new(settings.timeout, settings.allow_private),
             settings,
             freed: Notify::new(),
+            ended: Mutex::default(),
             stopping: AtomicBool::new(false),
             sending: TaskTracker::new(),
         });
@@ -88,6 +94,9 @@ impl Deliverer {
         self.context.freed.notify_one();
         self.context.sending.close();
         self.context.sending.wait().await;
+        if let Err(err) = record_ended(&self.context).await {
+            tracing::warn!(error = %err, "webhook attempts could not be recorded at shutdown; they are sent again once their leases end");
+        }
     }
 }
 
@@ -96,6 +105,7 @@ async fn run(context: Arc<Context>) {
     let mut labelled: HashSet<Uuid> = HashSet::new();
     let mut last_prune: Option<Instant> = None;
     while !context.stopping.load(Ordering::Acquire) {
+        let started = tokio::time::Instant::now();
         let wait = match round(&context, &mut slots, &mut labelled).await {
             Ok(wait) => wait,
             Err(err) => {
@@ -109,7 +119,41 @@ async fn run(context: Arc<Context>) {
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = context.freed.notified() => {}
+            () = context.freed.notified() => {
+                tokio::time::sleep_until(started + MIN_ROUND_GAP).await;
+            }
+        }
+    }
+}
+
+/// Records the attempts that ended; those the database could not take wait for the next
+/// round (their leases keep them from being sent again meanwhile).
+async fn record_ended(context: &Context) -> Result<(), StoreError> {
+    let ended = std::mem::take(&mut *context.ended.lock().expect("not poisoned"));
+    if ended.is_empty() {
+        return Ok(());
+    }
+    match context.store.webhooks().record_attempts(&ended).await {
+        Ok(recorded) => {
+            for (delivery, attempt) in &ended {
+                if !recorded.contains(&delivery.id) {
+                    tracing::warn!(delivery_id = %delivery.id, "the delivery's claim was lost before its attempt was recorded");
+                    continue;
+                }
+                match attempt.next {
+                    Next::Delivered => count_ended("delivered"),
+                    Next::Failed | Next::Gone => count_ended("failed"),
+                    Next::RetryAt(_) => {}
+                }
+                if attempt.next == Next::Gone {
+                    tracing::warn!(subscription_id = %delivery.subscription_id, "the receiver answered 410 Gone: the subscription is disabled");
+                }
+            }
+            Ok(())
+        }
+        Err(err) => {
+            context.ended.lock().expect("not poisoned").extend(ended);
+            Err(err)
         }
     }
 }
@@ -120,6 +164,7 @@ async fn round(
     slots: &mut HashMap<Uuid, Arc<Semaphore>>,
     labelled: &mut HashSet<Uuid>,
 ) -> Result<Duration, StoreError> {
+    record_ended(context).await?;
     let targets = context.store.webhooks().delivery_targets().await?;
     let at = now();
     gauge_oldest(&targets, at, labelled);
@@ -178,46 +223,23 @@ async fn deliver(
     metrics::counter!("callhook_webhook_attempts_total", "result" => answer.label()).increment(1);
     let at = now();
     let attempt = attempt_of(&answer, &delivery, &context.settings.schedule, at);
-    tracing::info!(
-        delivery_id = %delivery.id,
-        subscription_id = %target.id,
-        attempt = delivery.attempts,
-        result = answer.label(),
-        status = attempt.status_code,
-        "webhook attempt"
-    );
-    let record = || async {
-        context
-            .store
-            .webhooks()
-            .record_attempt(&delivery, &attempt)
-            .await
-    };
-    match record
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_times(5),
-        )
-        .when(StoreError::is_unavailable)
-        .await
-    {
-        Ok(true) => match attempt.next {
-            Next::Delivered => count_ended("delivered"),
-            Next::Failed | Next::Gone => count_ended("failed"),
-            Next::RetryAt(_) => {}
-        },
-        Ok(false) => {
-            tracing::warn!(delivery_id = %delivery.id, "the delivery's claim was lost before its attempt was recorded");
-        }
-        Err(err) => {
-            // Its lease ends and it is sent again: at least once.
-            tracing::error!(delivery_id = %delivery.id, error = %err, "a webhook attempt could not be recorded");
-        }
+    if attempt.next == Next::Delivered {
+        tracing::debug!(delivery_id = %delivery.id, subscription_id = %target.id, attempt = delivery.attempts, "webhook delivered");
+    } else {
+        tracing::info!(
+            delivery_id = %delivery.id,
+            subscription_id = %target.id,
+            attempt = delivery.attempts,
+            result = answer.label(),
+            status = attempt.status_code,
+            "webhook attempt failed"
+        );
     }
-    if attempt.next == Next::Gone {
-        tracing::warn!(subscription_id = %target.id, "the receiver answered 410 Gone: the subscription is disabled");
-    }
+    context
+        .ended
+        .lock()
+        .expect("not poisoned")
+        .push((delivery, attempt));
     drop(permit);
     context.freed.notify_one();
 }

@@ -583,11 +583,12 @@ async fn a_receiver_that_never_answers_holds_back_neither_ingest_nor_other_subsc
     let stuck = subscribe(&app, &dead.url(), Some(&["outcome.updated"])).await;
     subscribe(&app, &alive.url(), Some(&["outcome.updated"])).await;
 
+    let events = 2 * callhook::webhooks::PER_SUBSCRIPTION;
     let started = Instant::now();
-    for n in 0..20 {
+    for n in 0..events {
         post_callback(&app, &format!("CON-hang-{n}"), "busy").await;
     }
-    let all = alive.wait_for(20, ARRIVAL).await;
+    let all = alive.wait_for(events, ARRIVAL).await;
     // Within the dead receiver's timeout: neither ingest nor the other subscriber waited
     // for it.
     assert!(
@@ -595,12 +596,21 @@ async fn a_receiver_that_never_answers_holds_back_neither_ingest_nor_other_subsc
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(all.len(), 20);
+    assert_eq!(all.len(), events);
     // Only a bounded number of its deliveries are under way at once.
     dead.wait_for(1, ARRIVAL).await;
     let under_way = dead.deliveries().len();
-    assert!((1..=4).contains(&under_way), "{under_way} at once");
+    assert!(
+        (1..=callhook::webhooks::PER_SUBSCRIPTION).contains(&under_way),
+        "{under_way} at once"
+    );
     let log = deliveries(&app, &stuck).await;
-    assert_eq!(log.len(), 20);
+    assert_eq!(log.len(), events);
     assert!(log.iter().all(|d| d["status"] == "pending"));
+    // Claimed, and under way or about to be: never more than its slots.
+    let attempted = log.iter().filter(|d| d["attempts"] == 1).count();
+    assert!(
+        (under_way..=callhook::webhooks::PER_SUBSCRIPTION).contains(&attempted),
+        "{attempted} claimed: {log:?}"
+    );
 }
