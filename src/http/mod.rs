@@ -5,6 +5,7 @@ pub mod answer;
 pub mod auth;
 pub mod calls;
 pub mod campaigns;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
@@ -123,6 +124,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(outcomes::list_outcomes))
         .routes(routes!(outcomes::get_outcome))
         .routes(routes!(stats::stats))
+        .routes(routes!(stats::timeline))
         .routes(routes!(rejected::list_rejected))
         .routes(routes!(campaigns::get_campaign))
         .routes(routes!(campaigns::list_destinations))
@@ -154,7 +156,10 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(ops::openapi));
+        .routes(routes!(ops::openapi))
+        .routes(routes!(console::page))
+        .routes(routes!(console::script))
+        .routes(routes!(console::style));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api)
         .merge(status)

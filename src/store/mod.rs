@@ -30,7 +30,7 @@ use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::region::Region;
 use crate::domain::rejected::RejectedCallback;
-use crate::domain::stats::{Stats, StatsWindow};
+use crate::domain::stats::{Stats, StatsWindow, Timeline, TimelineWindow};
 use crate::domain::time::Timestamp;
 
 use postgres::Postgres;
@@ -226,6 +226,8 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Call>, StoreError>;
     async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError>;
+    /// Outcomes by status per bucket of a window whose ends are bucket edges.
+    async fn timeline(&self, window: &TimelineWindow) -> Result<Timeline, StoreError>;
 
     /// Sets `answered` (source `inferred`) on up to `limit` initiated calls without a result
     /// that were initiated before `initiated_before`, and returns their ids. Each call is

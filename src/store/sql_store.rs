@@ -20,7 +20,7 @@ use crate::domain::callback::Callback;
 use crate::domain::outcome::{Outcome, OutcomeFilter, Recorded};
 use crate::domain::page::{Cursor, Page, PageRequest};
 use crate::domain::rejected::RejectedCallback;
-use crate::domain::stats::{Stats, StatsWindow};
+use crate::domain::stats::{Stats, StatsWindow, Timeline, TimelineWindow};
 use crate::domain::time::Timestamp;
 use crate::telemetry;
 
@@ -181,6 +181,11 @@ impl<D: Dialect> Store for SqlStore<D> {
     #[tracing::instrument(skip_all)]
     async fn stats(&self, window: &StatsWindow) -> Result<Stats, StoreError> {
         stats::stats(&self.db, window).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn timeline(&self, window: &TimelineWindow) -> Result<Timeline, StoreError> {
+        stats::timeline(&self.db, window).await
     }
 
     #[tracing::instrument(skip(self))]

@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 
 use super::StoreError;
-use super::batch::{self, WindowPart};
+use super::batch::{self, Width, WindowPart};
 use super::dialect::Dialect;
 use super::sql::{Columns, Sql};
 use crate::domain::call::PENDING;
-use crate::domain::stats::{FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow};
+use crate::domain::stats::{
+    BucketWidth, FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow, Timeline, TimelineBucket,
+    TimelineWindow,
+};
+use crate::domain::time::Timestamp;
 
 pub(super) async fn stats<D: Dialect>(db: &D, window: &StatsWindow) -> Result<Stats, StoreError> {
     let outcomes = counts(db.fetch_all(outcome_counts::<D>(window)).await?)?;
@@ -103,4 +107,53 @@ fn counts(rows: Vec<impl Columns>) -> Result<BTreeMap<String, i64>, StoreError> 
         }
     }
     Ok(counts)
+}
+
+/// Outcomes by status per whole bucket of the window, from the maintained counts.
+pub(super) async fn timeline<D: Dialect>(
+    db: &D,
+    window: &TimelineWindow,
+) -> Result<Timeline, StoreError> {
+    let width = match window.width {
+        BucketWidth::Minute => Width::Minute,
+        BucketWidth::Hour => Width::Hour,
+    };
+    let mut sql = D::sql(
+        "SELECT bucket, status, CAST(sum(count) AS BIGINT) AS n FROM outcome_counts \
+         WHERE minutes = ",
+    );
+    sql.bind(width.minutes())
+        .and_window("bucket", Some(window.since), Some(window.until));
+    if let Some(agent_id) = &window.agent_id {
+        sql.push(" AND agent = ")
+            .bind(batch::agent_key(Some(agent_id)));
+    }
+    sql.push(" GROUP BY bucket, status");
+    let mut by_bucket: BTreeMap<Timestamp, BTreeMap<String, i64>> = BTreeMap::new();
+    for row in db.fetch_all(sql).await? {
+        let n = row.int("n")?;
+        if n != 0 {
+            by_bucket
+                .entry(row.time("bucket")?)
+                .or_default()
+                .insert(row.text("status")?, n);
+        }
+    }
+    let step = chrono::Duration::seconds(window.width.seconds());
+    let mut buckets = Vec::new();
+    let mut start = window.since;
+    while start < window.until {
+        buckets.push(TimelineBucket {
+            start,
+            outcomes: by_bucket.remove(&start).unwrap_or_default(),
+        });
+        start += step;
+    }
+    Ok(Timeline {
+        since: window.since,
+        until: window.until,
+        bucket: window.width,
+        agent_id: window.agent_id.clone(),
+        buckets,
+    })
 }

@@ -62,12 +62,26 @@ impl Outage {
         let database = database_url.rsplit_once('/').unwrap().1.to_owned();
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
         sqlx::raw_sql(&format!(
-            "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
         ))
         .execute(&mut admin)
         .await
         .unwrap();
+        // A connection that was starting as connections were refused (the service's
+        // background loops connect every fraction of a second) may still come up: end
+        // whatever appears until none has for a while.
+        let mut quiet = 0;
+        while quiet < 5 {
+            let ended: Vec<(bool,)> = sqlx::query_as(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&database)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            quiet = if ended.is_empty() { quiet + 1 } else { 0 };
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         Self::Postgres {
             admin_url,
             database,
