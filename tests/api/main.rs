@@ -6,6 +6,7 @@ mod studio;
 
 mod calls;
 mod campaigns;
+mod console;
 mod hardening;
 mod openapi;
 mod ops;

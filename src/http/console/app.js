@@ -63,6 +63,16 @@ function time(value, withDate = false) {
   return withDate ? date.toLocaleString() : date.toLocaleTimeString();
 }
 
+function tickLabel(value) {
+  const date = new Date(value);
+  const options = state.window === "1h"
+    ? { hour: "2-digit", minute: "2-digit" }
+    : state.window === "24h"
+      ? { weekday: "short", hour: "2-digit", minute: "2-digit" }
+      : { weekday: "short", day: "numeric", month: "short" };
+  return date.toLocaleString([], options);
+}
+
 function query(params) {
   const search = new URLSearchParams();
   for (const [name, value] of Object.entries(params)) if (value) search.set(name, value);
@@ -118,12 +128,12 @@ async function loadTimeline() {
     for (const [status, n] of Object.entries(b.outcomes)) { totals[status] += n; sum += n; }
     highest = Math.max(highest, sum);
   }
-  const width = 600, height = 160, left = 32, bottom = 18;
+  const width = 600, height = 180, left = 36, bottom = 20;
   const slot = (width - left) / Math.max(timeline.buckets.length, 1);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": "Callbacks by status over time" });
   chart.append(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, stroke: "#dde1e8" }));
-  const label = svg("text", { x: 0, y: 10, "font-size": 10, fill: "#5d6677" });
+  const label = svg("text", { x: 0, y: 12, "font-size": 13, fill: "#5d6677" });
   label.textContent = String(highest);
   chart.append(label);
   timeline.buckets.forEach((b, i) => {
@@ -144,9 +154,9 @@ async function loadTimeline() {
   for (const at of [0, timeline.buckets.length - 1]) {
     const b = timeline.buckets[at];
     if (!b) continue;
-    const tick = svg("text", { x: at === 0 ? left : width, y: height - 4, "font-size": 10,
+    const tick = svg("text", { x: at === 0 ? left : width, y: height - 3, "font-size": 13,
       fill: "#5d6677", "text-anchor": at === 0 ? "start" : "end" });
-    tick.textContent = time(b.start, state.window === "7d");
+    tick.textContent = tickLabel(b.start);
     chart.append(tick);
   }
   $("#timeline-chart").replaceChildren(chart);
@@ -155,8 +165,10 @@ async function loadTimeline() {
   legend.replaceChildren();
   if (statuses.length === 0) legend.append(el("li", { class: "none" }, "no callbacks in this window"));
   statuses.forEach((status, j) => {
-    const item = el("li", { "data-status": status, "data-count": totals[status],
-      style: `--swatch: ${color(status, j)}` }, `${status} ${totals[status]}`);
+    const item = el("li", { "data-status": status, "data-count": totals[status] },
+      `${status} ${totals[status]}`);
+    // Through the style object: the page's policy refuses style attributes in markup.
+    item.style.setProperty("--swatch", color(status, j));
     legend.append(item);
   });
   $("#timeline-chart").dataset.total = Object.values(totals).reduce((a, b) => a + b, 0);
@@ -168,22 +180,22 @@ async function loadResults() {
   const stats = await api(`/v1/stats${query({ since, until })}`);
   const results = Object.entries(stats.results).sort((a, b) => b[1] - a[1]);
   const highest = Math.max(1, ...results.map(([, n]) => n));
-  const row = 22, width = 600, labelWidth = 110;
+  const row = 30, width = 600, labelWidth = 130;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${Math.max(results.length, 1) * row + 4}`,
     role: "img", "aria-label": "Call results" });
   if (results.length === 0) {
-    const none = svg("text", { x: 0, y: 16, "font-size": 12, fill: "#5d6677" });
+    const none = svg("text", { x: 0, y: 18, "font-size": 15, fill: "#5d6677" });
     none.textContent = "no calls placed in this window";
     chart.append(none);
   }
   results.forEach(([result, n], i) => {
     const y = i * row + 2;
-    const name = svg("text", { x: 0, y: y + 14, "font-size": 12, fill: "#1d2330" });
+    const name = svg("text", { x: 0, y: y + 18, "font-size": 15, fill: "#1d2330" });
     name.textContent = result;
     const length = ((width - labelWidth - 50) * n) / highest;
     const bar = svg("rect", { x: labelWidth, y, width: Math.max(length, 1), height: row - 6,
       rx: 3, fill: color(result, i), "data-result": result, "data-count": n });
-    const count = svg("text", { x: labelWidth + length + 6, y: y + 14, "font-size": 12, fill: "#1d2330" });
+    const count = svg("text", { x: labelWidth + length + 6, y: y + 18, "font-size": 15, fill: "#1d2330" });
     count.textContent = String(n);
     chart.append(name, bar, count);
   });
