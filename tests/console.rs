@@ -51,6 +51,7 @@ impl Browser {
         };
         std::thread::spawn(move || for _ in lines {});
         let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         capabilities.insert(
             "goog:chromeOptions".into(),
             json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -84,6 +85,14 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// What the page wrote to the browser's console, as chromedriver collects it.
+    async fn console_log(&self) -> Vec<Value> {
+        match self.client.issue_cmd(BrowserLog).await.unwrap() {
+            Value::Array(entries) => entries,
+            other => panic!("not a log: {other}"),
+        }
+    }
+
     async fn screenshot(&self, name: &str) -> String {
         let path = format!("{}/{name}.png", env!("CARGO_TARGET_TMPDIR"));
         std::fs::write(&path, self.client.screenshot().await.unwrap()).unwrap();
@@ -95,6 +104,30 @@ impl Browser {
         client.close().await.unwrap();
         let _ = driver.kill();
         let _ = driver.wait();
+    }
+}
+
+/// chromedriver's command for the browser's console log.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            axum::http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -305,7 +338,21 @@ async fn the_console_shows_calls_results_and_campaigns_and_pauses_a_campaign() {
         .wait_for(&format!("{row} button[data-action=resume]"))
         .await;
 
-    // Nothing went wrong on the page, and no secret is on it.
+    // Nothing went wrong on the page, and no secret is on it. The one error the browser
+    // logs is the first request's 401, which asked for the token.
+    let errors: Vec<Value> = browser
+        .console_log()
+        .await
+        .into_iter()
+        .filter(|entry| entry["level"] == "SEVERE" || entry["level"] == "WARNING")
+        .filter(|entry| {
+            !entry["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("status of 401")
+        })
+        .collect();
+    assert!(errors.is_empty(), "the page logged errors: {errors:?}");
     let status = browser.wait_for("#status").await;
     assert_eq!(status.attr("class").await.unwrap().unwrap_or_default(), "");
     let source = browser.client.source().await.unwrap();
