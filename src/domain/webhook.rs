@@ -160,28 +160,8 @@ impl NewSubscription {
         let mut errors = Vec::new();
         let url = url(fields, &mut errors);
         let events = events(fields, &mut errors);
-        let description = match fields.get("description") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_LEN => {
-                Some(text.clone())
-            }
-            Some(Value::String(_)) => {
-                errors.push(FieldError::new(
-                    "description",
-                    format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
-                ));
-                None
-            }
-            Some(_) => {
-                errors.push(FieldError::new("description", "must be a string"));
-                None
-            }
-        };
-        for name in fields.keys() {
-            if !["url", "events", "description"].contains(&name.as_str()) {
-                errors.push(FieldError::new(name.as_str(), "is not a known field"));
-            }
-        }
+        let description = description(fields, &mut errors);
+        unknown_fields(fields, &["url", "events", "description"], &mut errors);
         match (url, errors.is_empty()) {
             (Some(url), true) => Ok(Self {
                 url,
@@ -189,6 +169,91 @@ impl NewSubscription {
                 description,
             }),
             _ => Err(errors),
+        }
+    }
+}
+
+/// A valid body of `PATCH /v1/webhooks/{id}`: only the fields it names change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionUpdate {
+    pub url: Option<reqwest::Url>,
+    pub events: Option<Vec<EventType>>,
+    /// `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// `true` enables a subscription again (one disabled by a 410 too); `false` stops its
+    /// events and deliveries until then.
+    pub enabled: Option<bool>,
+}
+
+/// The body of `PATCH /v1/webhooks/{id}`, as documented.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by the OpenAPI document only; `SubscriptionUpdate::parse` reads the body
+pub struct UpdateSubscription {
+    url: Option<String>,
+    events: Option<Vec<EventType>>,
+    description: Option<String>,
+    enabled: Option<bool>,
+}
+
+impl SubscriptionUpdate {
+    /// Validates every field given, reporting all that are wrong at once.
+    pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
+        let Value::Object(fields) = body else {
+            return Err(vec![FieldError::new("body", "must be a JSON object")]);
+        };
+        let mut errors = Vec::new();
+        let mut update = Self::default();
+        if fields.contains_key("url") {
+            update.url = url(fields, &mut errors);
+        }
+        if fields.contains_key("events") {
+            update.events = Some(events(fields, &mut errors));
+        }
+        if fields.contains_key("description") {
+            update.description = Some(description(fields, &mut errors));
+        }
+        match fields.get("enabled") {
+            None => {}
+            Some(Value::Bool(enabled)) => update.enabled = Some(*enabled),
+            Some(_) => errors.push(FieldError::new("enabled", "must be true or false")),
+        }
+        unknown_fields(
+            fields,
+            &["url", "events", "description", "enabled"],
+            &mut errors,
+        );
+        if errors.is_empty() {
+            Ok(update)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn description(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match fields.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_LEN => {
+            Some(text.clone())
+        }
+        Some(Value::String(_)) => {
+            errors.push(FieldError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+            ));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new("description", "must be a string"));
+            None
+        }
+    }
+}
+
+fn unknown_fields(fields: &Map<String, Value>, known: &[&str], errors: &mut Vec<FieldError>) {
+    for name in fields.keys() {
+        if !known.contains(&name.as_str()) {
+            errors.push(FieldError::new(name.as_str(), "is not a known field"));
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::domain::page::Page;
 use crate::domain::time::now;
 use crate::domain::webhook::{
     CreatedSubscription, Delivery, DeliveryStatus, MAX_SUBSCRIPTIONS, NewSubscription,
-    Subscription, new_secret,
+    Subscription, SubscriptionUpdate, new_secret,
 };
 use crate::store::webhooks::{Created, Retried, SubscriptionRecord};
 use crate::webhooks::target;
@@ -131,6 +131,47 @@ pub async fn get_webhook(
         .await?
         .map(Json)
         .ok_or_else(|| not_found(id))
+}
+
+/// Change a subscription: its URL, event types or description, or enable it again
+/// (`{"enabled": true}`, also after a 410 disabled it) or stop it (`false`: no events are
+/// written for it and its pending deliveries wait). Only the fields given change.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = crate::domain::webhook::UpdateSubscription,
+    responses(
+        (status = 200, body = Subscription),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AnyJson(body): AnyJson<Value>,
+) -> Result<Json<Subscription>, ApiError> {
+    let id = subscription_id(&id)?;
+    let update = SubscriptionUpdate::parse(&body).map_err(ApiError::Validation)?;
+    if let Some(url) = &update.url {
+        target::check(url, state.webhook_allow_private)
+            .await
+            .map_err(|message| ApiError::field("url", message))?;
+    }
+    let subscription = state
+        .store
+        .webhooks()
+        .update_subscription(id, &update, now())
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tracing::info!(subscription_id = %id, enabled = subscription.enabled, "webhook subscription changed");
+    Ok(Json(subscription))
 }
 
 /// Delete a subscription: nothing more is written or sent for it (an attempt under way

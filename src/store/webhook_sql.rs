@@ -15,7 +15,9 @@ use super::webhooks::{
 };
 use crate::domain::page::{Cursor, Page, PageRequest};
 use crate::domain::time::Timestamp;
-use crate::domain::webhook::{Delivery, DeliveryStatus, MAX_SUBSCRIPTIONS, Subscription};
+use crate::domain::webhook::{
+    Delivery, DeliveryStatus, MAX_SUBSCRIPTIONS, Subscription, SubscriptionUpdate,
+};
 
 /// What a delivery pending for a disabled subscription ends with.
 const DISABLED: &str = "the subscription was disabled: its receiver answered 410 Gone";
@@ -96,6 +98,41 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         Ok(Page::from_rows(items, page.limit, |s: &Subscription| {
             Cursor::new(&s.created_at, s.id.to_string())
         }))
+    }
+
+    async fn update_subscription(
+        &self,
+        id: Uuid,
+        update: &SubscriptionUpdate,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let mut sql = D::sql("UPDATE webhooks SET updated_at = ");
+        sql.bind(now);
+        if let Some(url) = &update.url {
+            sql.push(", url = ").bind(url.as_str());
+        }
+        if let Some(events) = &update.events {
+            let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+            sql.push(", events = ")
+                .bind(serde_json::to_string(&names).expect("names serialize"));
+        }
+        if let Some(description) = &update.description {
+            sql.push(", description = ").bind(description.as_deref());
+        }
+        if let Some(enabled) = update.enabled {
+            sql.push(", enabled = ")
+                .bind(enabled)
+                .push(", disabled_reason = ");
+            sql.bind(if enabled { None } else { Some("disabled") });
+        }
+        sql.push(" WHERE deleted_at IS NULL AND id = ")
+            .bind(id)
+            .push(&format!(" RETURNING {SUBSCRIPTION_COLUMNS}"));
+        self.db
+            .fetch_optional(sql)
+            .await?
+            .map(|row| rows::subscription(&row))
+            .transpose()
     }
 
     async fn delete_subscription(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::time::Timestamp;
-use crate::domain::webhook::{Delivery, DeliveryStatus, NewSubscription, Subscription};
+use crate::domain::webhook::{
+    Delivery, DeliveryStatus, NewSubscription, Subscription, SubscriptionUpdate,
+};
 
 /// A subscription to store.
 pub struct SubscriptionRecord<'a> {
@@ -93,6 +95,13 @@ pub trait WebhookStore: Send + Sync {
     async fn subscription(&self, id: Uuid) -> Result<Option<Subscription>, StoreError>;
     /// Subscriptions newest first by `(created_at, id)`.
     async fn subscriptions(&self, page: &PageRequest) -> Result<Page<Subscription>, StoreError>;
+    /// Changes the fields `update` names; `None` when there is no such subscription.
+    async fn update_subscription(
+        &self,
+        id: Uuid,
+        update: &SubscriptionUpdate,
+        now: Timestamp,
+    ) -> Result<Option<Subscription>, StoreError>;
     /// Deletes a subscription: nothing more is written or sent for it, and its rows go in
     /// the background ([`Self::purge_deleted`]); false when there was none.
     async fn delete_subscription(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError>;

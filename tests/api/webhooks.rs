@@ -22,6 +22,7 @@ backend_tests!(
     a_failing_receiver_is_retried_with_the_same_id_until_it_answers_2xx,
     spent_retries_fail_and_a_manual_retry_delivers_once_more,
     gone_disables_the_subscription,
+    a_subscription_is_changed_stopped_and_enabled_again,
     a_deleted_subscription_gets_nothing_more,
     a_receiver_that_never_answers_holds_back_neither_ingest_nor_other_subscribers,
 );
@@ -613,4 +614,73 @@ async fn a_receiver_that_never_answers_holds_back_neither_ingest_nor_other_subsc
         (under_way..=callhook::webhooks::PER_SUBSCRIPTION).contains(&attempted),
         "{attempted} claimed: {log:?}"
     );
+}
+
+async fn patch(app: &TestApp, subscription: &Value, body: Value) -> Response {
+    app.client
+        .patch(app.url(&format!("/v1/webhooks/{}", id(subscription))))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_subscription_is_changed_stopped_and_enabled_again(backend: Backend) {
+    let app = serving(backend, &[]).await;
+    let (first, second) = (Receiver::start().await, Receiver::start().await);
+    first.otherwise(Some(Reply::Status(410)));
+    let subscription = subscribe(&app, &first.url(), Some(&["campaign.completed"])).await;
+
+    // Moved to another receiver, for other events, with another description.
+    let response = patch(
+        &app,
+        &subscription,
+        json!({"url": second.url(), "events": ["outcome.updated"], "description": null}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let changed: Value = response.json().await.unwrap();
+    assert_eq!(changed["url"], second.url());
+    assert_eq!(changed["events"], json!(["outcome.updated"]));
+    assert_eq!(changed["description"], Value::Null);
+    assert!(changed.get("secret").is_none());
+    post_callback(&app, "CON-patched", "busy").await;
+    second.wait_for(1, ARRIVAL).await;
+
+    // Stopped: no events are written for it; enabled again: they are.
+    let stopped: Value = patch(&app, &subscription, json!({"enabled": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["enabled"], false);
+    post_callback(&app, "CON-while-stopped", "busy").await;
+    assert_eq!(deliveries(&app, &subscription).await.len(), 1);
+    let enabled: Value = patch(&app, &subscription, json!({"enabled": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enabled["enabled"], true);
+    assert_eq!(enabled["disabled_reason"], Value::Null);
+    post_callback(&app, "CON-enabled", "busy").await;
+    let arrived = second.wait_for(2, ARRIVAL).await;
+    assert_eq!(
+        arrived[1].json()["data"]["conversation_uuid"],
+        "CON-enabled"
+    );
+
+    for (body, field) in [
+        (json!({"url": "gopher://x"}), "url"),
+        (json!({"events": []}), "events"),
+        (json!({"enabled": "yes"}), "enabled"),
+        (json!({"secret": "mine"}), "secret"),
+    ] {
+        let problem = assert_problem(patch(&app, &subscription, body.clone()).await, 422).await;
+        assert_eq!(error_fields(&problem), [field], "{body}");
+    }
+    let missing = json!({"id": uuid::Uuid::now_v7()});
+    assert_problem(patch(&app, &missing, json!({"enabled": true})).await, 404).await;
+    assert!(first.deliveries().is_empty());
 }
