@@ -31,13 +31,31 @@ async fn check(
     template: &str,
     path: &str,
     status: u16,
-) {
+) -> Value {
+    check_with(app, document, (method, template, path), json!({}), status).await
+}
+
+/// Sends `body` to `path` and checks the answer against the schema documented for
+/// `(method, template)` and `status`; returns the answer.
+async fn check_with(
+    app: &TestApp,
+    document: &Value,
+    (method, template, path): (&str, &str, &str),
+    body: Value,
+    status: u16,
+) -> Value {
     let request = match method {
         "get" => app.client.get(app.url(path)),
         "post" => app.client.post(app.url(path)),
+        "patch" => app.client.patch(app.url(path)),
         other => panic!("{other}"),
     };
-    let response = request.bearer_auth(TOKEN).body("{}").send().await.unwrap();
+    let response = request
+        .bearer_auth(TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), status, "{method} {path}");
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -54,6 +72,7 @@ async fn check(
         errors.is_empty(),
         "{method} {path} {status}: {errors:?}\n{body}"
     );
+    body
 }
 
 async fn responses_match_their_documented_schemas(backend: Backend) {
@@ -197,4 +216,60 @@ async fn responses_match_their_documented_schemas(backend: Backend) {
         409,
     )
     .await;
+
+    check(
+        &app,
+        &document,
+        "get",
+        "/v1/stats/timeline",
+        "/v1/stats/timeline",
+        200,
+    )
+    .await;
+    check(&app, &document, "post", "/v1/webhooks", "/v1/webhooks", 422).await;
+    let subscription = check_with(
+        &app,
+        &document,
+        ("post", "/v1/webhooks", "/v1/webhooks"),
+        json!({"url": "https://crm.example.com/hooks", "description": "CRM"}),
+        201,
+    )
+    .await;
+    check(&app, &document, "get", "/v1/webhooks", "/v1/webhooks", 200).await;
+    let one = format!("/v1/webhooks/{}", subscription["id"].as_str().unwrap());
+    check(&app, &document, "get", "/v1/webhooks/{id}", &one, 200).await;
+    check_with(
+        &app,
+        &document,
+        ("patch", "/v1/webhooks/{id}", &one),
+        json!({"enabled": false}),
+        200,
+    )
+    .await;
+    app.post_status(&callback("CON-hooked", "busy", "2022-05-31T06:40:45.475Z"))
+        .await;
+    check_with(
+        &app,
+        &document,
+        ("patch", "/v1/webhooks/{id}", &one),
+        json!({"enabled": true}),
+        200,
+    )
+    .await;
+    app.post_status(&callback(
+        "CON-hooked",
+        "timeout",
+        "2022-05-31T06:41:45.475Z",
+    ))
+    .await;
+    let log = check(
+        &app,
+        &document,
+        "get",
+        "/v1/webhooks/{id}/deliveries",
+        &format!("{one}/deliveries"),
+        200,
+    )
+    .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
 }
