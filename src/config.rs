@@ -95,7 +95,7 @@ pub struct ServeArgs {
     pub webhook_retry_schedule: String,
     /// `true` lets webhook subscriptions target loopback and private addresses (tests,
     /// internal receivers).
-    #[arg(long, env = "CALLHOOK_WEBHOOK_ALLOW_PRIVATE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CALLHOOK_WEBHOOK_ALLOW_PRIVATE", default_value = "false", value_parser = parse_allow_private, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
     /// Seconds delivered and failed webhook deliveries stay in the delivery log.
     #[arg(
@@ -328,11 +328,13 @@ fn validate_base_url(variable: &'static str, url: &str) -> Result<String, Config
 }
 
 /// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`), as deployment tools write them.
-fn parse_bool(raw: &str) -> Result<bool, String> {
+fn parse_allow_private(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
-        other => Err(format!("{other:?} is not true or false")),
+        other => Err(format!(
+            "CALLHOOK_WEBHOOK_ALLOW_PRIVATE must be true or false, not {other:?}"
+        )),
     }
 }
 

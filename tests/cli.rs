@@ -30,6 +30,11 @@ fn help_documents_every_variable() {
         "VGAI_API_KEY",
         "VGAI_REGION",
         "VGAI_BASE_URL",
+        "CALLHOOK_ANSWER_GRACE_SECS",
+        "CALLHOOK_REJECTED_MAX",
+        "CALLHOOK_WEBHOOK_TIMEOUT_SECS",
+        "CALLHOOK_WEBHOOK_RETRY_SCHEDULE",
+        "CALLHOOK_WEBHOOK_ALLOW_PRIVATE",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -80,15 +85,24 @@ fn invalid_values_name_their_variable() {
         ("VGAI_BASE_URL", "ftp://example.com"),
         ("CALLHOOK_ANSWER_GRACE_SECS", "0"),
         ("CALLHOOK_ANSWER_GRACE_SECS", "1e13"),
+        ("CALLHOOK_WEBHOOK_TIMEOUT_SECS", "0"),
+        ("CALLHOOK_WEBHOOK_RETRY_SCHEDULE", "5,soon"),
+        ("CALLHOOK_WEBHOOK_RETENTION_SECS", "-1"),
     ] {
         let output = callhook(&[], &[(variable, value)]);
         assert_eq!(output.status.code(), Some(2), "{variable}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
-    let output = callhook(&[], &[("VGAI_REGION", "asia")]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("VGAI_REGION"));
+    for (variable, value) in [
+        ("VGAI_REGION", "asia"),
+        ("CALLHOOK_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+    ] {
+        let output = callhook(&[], &[(variable, value)]);
+        assert!(!output.status.success(), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
 }
 
 #[test]
