@@ -61,9 +61,11 @@ pub struct Subscription {
     pub url: String,
     pub events: Vec<EventType>,
     pub description: Option<String>,
-    /// False once the receiver answered `410 Gone`: nothing more is sent to it.
+    /// False once the receiver answered `410 Gone`, or when stopped by `PATCH`: no events
+    /// are written for it and nothing is sent.
     pub enabled: bool,
-    /// Why it is disabled: `gone` (the receiver answered 410).
+    /// Why it is disabled: `gone` (the receiver answered 410; its pending deliveries
+    /// failed) or `disabled` (stopped by `PATCH`; its pending deliveries wait).
     pub disabled_reason: Option<String>,
     #[serde(serialize_with = "time::serialize")]
     #[schema(value_type = String, format = DateTime)]

@@ -268,8 +268,13 @@ impl<D: Dialect> SqlStore<D> {
                      WHERE state = 'pending' AND call_id IS NOT NULL AND campaign_id = ",
                 )
                 .bind(id)
-                .push(") AND result IS NULL");
-            D::execute_in(&mut tx, sql).await?;
+                .push(") AND result IS NULL RETURNING id");
+            let not_placed = D::fetch_all_in(&mut tx, sql)
+                .await?
+                .iter()
+                .map(|row| row.uuid("id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            super::outbox::call_results::<D>(&mut tx, &not_placed, now).await?;
         }
         D::commit(tx).await?;
         if !changed {

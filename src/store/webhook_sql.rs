@@ -310,17 +310,20 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             return Ok(HashSet::new());
         }
         let mut tx = self.db.begin_write().await?;
-        // A subscription disabled or deleted meanwhile gets no more attempts.
-        let mut sql = D::sql("SELECT id FROM webhooks WHERE deleted_at IS NULL AND enabled = ");
+        // A subscription deleted, or disabled by its receiver's 410, meanwhile gets no more
+        // attempts; one stopped by request keeps its deliveries pending for when it is
+        // enabled again.
+        let mut sql = D::sql("SELECT id FROM webhooks WHERE deleted_at IS NULL AND (enabled = ");
         sql.bind(true)
+            .push(" OR disabled_reason IS NULL OR disabled_reason <> 'gone')")
             .and_in("id", attempts.iter().map(|(d, _)| d.subscription_id));
-        let enabled: HashSet<Uuid> = D::fetch_all_in(&mut tx, sql)
+        let open: HashSet<Uuid> = D::fetch_all_in(&mut tx, sql)
             .await?
             .iter()
             .map(|row| row.uuid("id"))
             .collect::<Result<_, _>>()?;
         let next = |(delivery, attempt): &(ClaimedDelivery, Attempt)| match attempt.next {
-            Next::RetryAt(_) if !enabled.contains(&delivery.subscription_id) => Next::Failed,
+            Next::RetryAt(_) if !open.contains(&delivery.subscription_id) => Next::Failed,
             next => next,
         };
         let texts = |f: &dyn Fn(&(ClaimedDelivery, Attempt), Next) -> Option<String>| {
@@ -447,7 +450,8 @@ fn status_after(next: Next) -> DeliveryStatus {
     }
 }
 
-/// Disables a subscription whose receiver is gone; its pending deliveries not under way fail.
+/// Disables a subscription whose receiver is gone; its pending deliveries fail, those under
+/// way too (their claims stay, so that an attempt ending later still records its answer).
 async fn disable<D: Dialect>(
     tx: &mut D::Tx,
     subscription_id: Uuid,
@@ -468,8 +472,6 @@ async fn disable<D: Dialect>(
         .bind(now)
         .push(" WHERE subscription_id = ")
         .bind(subscription_id)
-        .push(" AND status = 'pending' AND (claimed_by IS NULL OR next_attempt_at <= ")
-        .bind(now)
-        .push(")");
+        .push(" AND status = 'pending'");
     D::execute_in(tx, sql).await.map(|_| ())
 }

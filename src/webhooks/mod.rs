@@ -51,6 +51,9 @@ pub struct Settings {
 /// The background deliverer; dropping the handle stops its rounds.
 pub struct Deliverer {
     task: tokio::task::JoinHandle<()>,
+    /// Deletes what retention and deletions leave, apart from the rounds so that a large
+    /// deletion never holds up a delivery.
+    pruner: tokio::task::JoinHandle<()>,
     context: Arc<Context>,
 }
 
@@ -69,6 +72,7 @@ struct Context {
 impl Drop for Deliverer {
     fn drop(&mut self) {
         self.task.abort();
+        self.pruner.abort();
     }
 }
 
@@ -84,7 +88,12 @@ impl Deliverer {
             sending: TaskTracker::new(),
         });
         let task = tokio::spawn(run(context.clone()));
-        Self { task, context }
+        let pruner = tokio::spawn(prune_every_period(context.clone()));
+        Self {
+            task,
+            pruner,
+            context,
+        }
     }
 
     /// Stops claiming deliveries and waits for those being sent to be recorded. What a
@@ -103,7 +112,6 @@ impl Deliverer {
 async fn run(context: Arc<Context>) {
     let mut slots: HashMap<Uuid, Arc<Semaphore>> = HashMap::new();
     let mut labelled: HashSet<Uuid> = HashSet::new();
-    let mut last_prune: Option<Instant> = None;
     while !context.stopping.load(Ordering::Acquire) {
         let started = tokio::time::Instant::now();
         let wait = match round(&context, &mut slots, &mut labelled).await {
@@ -113,10 +121,6 @@ async fn run(context: Arc<Context>) {
                 ERROR_PAUSE
             }
         };
-        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_PERIOD) {
-            last_prune = Some(Instant::now());
-            prune(&context).await;
-        }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = context.freed.notified() => {
@@ -294,6 +298,15 @@ fn gauge_oldest(targets: &[Target], at: Timestamp, labelled: &mut HashSet<Uuid>)
             .set(age);
     }
     *labelled = current;
+}
+
+async fn prune_every_period(context: Arc<Context>) {
+    let mut period = tokio::time::interval(PRUNE_PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        period.tick().await;
+        prune(&context).await;
+    }
 }
 
 async fn prune(context: &Context) {

@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
     Status(u16),
+    /// This status after this many milliseconds.
+    After(u64, u16),
     /// No answer for a minute: past any timeout a test sets.
     Hang,
 }
@@ -147,6 +149,10 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     match reply {
         None => StatusCode::OK.into_response(),
         Some(Reply::Status(status)) => StatusCode::from_u16(status).unwrap().into_response(),
+        Some(Reply::After(millis, status)) => {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            StatusCode::from_u16(status).unwrap().into_response()
+        }
         Some(Reply::Hang) => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             StatusCode::OK.into_response()

@@ -19,10 +19,12 @@ backend_tests!(
     each_subscription_gets_only_the_event_types_it_wants,
     call_results_are_delivered_with_the_call_and_its_outcome,
     a_completed_campaign_is_delivered,
+    cancelling_a_campaign_delivers_the_results_it_decides,
     a_failing_receiver_is_retried_with_the_same_id_until_it_answers_2xx,
     spent_retries_fail_and_a_manual_retry_delivers_once_more,
     gone_disables_the_subscription,
     a_subscription_is_changed_stopped_and_enabled_again,
+    a_stopped_subscription_keeps_its_failing_delivery_for_when_it_is_enabled,
     a_deleted_subscription_gets_nothing_more,
     a_receiver_that_never_answers_holds_back_neither_ingest_nor_other_subscribers,
 );
@@ -683,4 +685,68 @@ async fn a_subscription_is_changed_stopped_and_enabled_again(backend: Backend) {
     let missing = json!({"id": uuid::Uuid::now_v7()});
     assert_problem(patch(&app, &missing, json!({"enabled": true})).await, 404).await;
     assert!(first.deliveries().is_empty());
+}
+
+async fn cancelling_a_campaign_delivers_the_results_it_decides(backend: Backend) {
+    let (studio, app) = placing(backend, &[]).await;
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver.url(), Some(&["call.result"])).await;
+    // AI Studio asks the attempt to wait a minute: the destination waits to send it again.
+    studio.script("972541114001", [Answer::TooMany(60)]);
+    let response = app
+        .client
+        .post(app.url("/v1/campaigns"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"agent_id": AGENT, "destinations": [{"to": "972541114001"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let campaign: Value = response.json().await.unwrap();
+    studio.wait_for_requests(1, ARRIVAL).await;
+    let path = format!("/v1/campaigns/{}", id(&campaign));
+    let started = Instant::now();
+    loop {
+        let destinations = app.get_json(&format!("{path}/destinations")).await;
+        let first = &destinations["items"][0];
+        if first["state"] == "pending" && first["attempts"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < ARRIVAL, "{destinations}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        post_authed(&app, &format!("{path}/cancel")).await.status(),
+        200
+    );
+
+    // Its call was never placed: cancelling decided that, and said so.
+    let delivery = receiver.wait_for(1, ARRIVAL).await.remove(0);
+    let data = &delivery.json()["data"];
+    assert_eq!(data["campaign_id"], campaign["id"]);
+    assert_eq!(data["result"], "not_placed", "{data}");
+}
+
+async fn a_stopped_subscription_keeps_its_failing_delivery_for_when_it_is_enabled(
+    backend: Backend,
+) {
+    let app = serving(backend, &[("webhook-retry-schedule", "0.2,0.2,0.2,0.2")]).await;
+    let receiver = Receiver::start().await;
+    // The first attempt fails after the subscription was stopped meanwhile.
+    receiver.script([Reply::After(500, 500)]);
+    let subscription = subscribe(&app, &receiver.url(), Some(&["outcome.updated"])).await;
+    post_callback(&app, "CON-stopped", "busy").await;
+    receiver.wait_for(1, ARRIVAL).await;
+    let response = patch(&app, &subscription, json!({"enabled": false})).await;
+    assert_eq!(response.status(), 200);
+    let log = log_until(&app, &subscription, |log| log[0]["last_status_code"] == 500).await;
+    assert_eq!(
+        log[0]["status"], "pending",
+        "a stop is not a failure: {log:?}"
+    );
+
+    patch(&app, &subscription, json!({"enabled": true})).await;
+    let log = log_until(&app, &subscription, |log| log[0]["status"] == "delivered").await;
+    assert_eq!(log[0]["attempts"], 2);
+    assert_eq!(receiver.deliveries().len(), 2);
 }
