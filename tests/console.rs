@@ -18,6 +18,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+#[allow(dead_code)]
+#[path = "api/receiver.rs"]
+mod receiver;
+
+use receiver::{Receiver, Reply};
+
 const KEY: &str = "simulated-vgai-key-0123456789";
 const TOKEN: &str = "console-token-0123456789";
 const SECRET: &str = "console-ingest-secret-0123456789";
@@ -160,6 +166,8 @@ async fn serve() -> (String, tempfile::TempDir) {
         format!("--vgai-base-url={simulator_url}"),
         format!("--vgai-api-key={KEY}"),
         "--answer-grace-secs=1".to_owned(),
+        "--webhook-allow-private=true".to_owned(),
+        "--webhook-retry-schedule=".to_owned(),
     ];
     let config = Config::from_args(Cli::try_parse_from(argv).unwrap().serve).unwrap();
     let store = callhook::open_store(&config).await.unwrap();
@@ -219,7 +227,37 @@ async fn place_calls(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_calls_results_and_campaigns_and_pauses_a_campaign() {
     let (base, _dir) = serve().await;
+    // Two receivers of the outcomes: one takes them, one fails them (with no retries).
+    let (taking, failing) = (Receiver::start().await, Receiver::start().await);
+    failing.otherwise(Some(Reply::Status(500)));
+    let mut subscriptions = Vec::new();
+    for receiver in [&taking, &failing] {
+        let subscription = api(
+            &base,
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": receiver.url(), "events": ["outcome.updated"]})),
+        )
+        .await;
+        subscriptions.push(subscription["id"].as_str().unwrap().to_owned());
+    }
     place_calls(&base).await;
+    let started = Instant::now();
+    loop {
+        let log = api(
+            &base,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{}/deliveries?status=failed", subscriptions[1]),
+            None,
+        )
+        .await;
+        if log["items"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "not failed: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    taking.wait_for(5, WAIT).await;
     let start_at = (chrono::Utc::now() + chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let campaign = api(
@@ -336,6 +374,29 @@ async fn the_console_shows_calls_results_and_campaigns_and_pauses_a_campaign() {
     assert_eq!(paused["state"], "paused");
     browser
         .wait_for(&format!("{row} button[data-action=resume]"))
+        .await;
+
+    // Webhooks: each subscription's deliveries, its receiver by origin only; the failed
+    // ones sent again from the page reach a receiver that now takes them.
+    let taken = format!("#webhooks tr[data-id='{}']", subscriptions[0]);
+    let failed = format!("#webhooks tr[data-id='{}']", subscriptions[1]);
+    assert_eq!(browser.attribute(&taken, "data-delivered").await, "5");
+    assert_eq!(browser.attribute(&failed, "data-failed").await, "5");
+    let table = browser.wait_for("#webhooks").await.text().await.unwrap();
+    assert!(
+        !table.contains("/hooks"),
+        "a receiver's path is shown: {table}"
+    );
+    failing.otherwise(None);
+    browser
+        .wait_for(&format!("{failed} button[data-action=retry]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    failing.wait_for(10, WAIT).await;
+    browser
+        .wait_for(&format!("{failed}[data-delivered='5']"))
         .await;
 
     // Nothing went wrong on the page, and no secret is on it. The one error the browser

@@ -284,6 +284,51 @@ async function loadCalls() {
   fillTable("#calls", rows, 6, "no calls");
 }
 
+// A receiver by its origin only: a webhook URL's path or query may be its credential.
+function receiverOf(url) {
+  try { return new URL(url).origin; } catch (_) { return "(unreadable URL)"; }
+}
+
+async function retryFailed(subscription, deliveries) {
+  try {
+    for (const d of deliveries.filter((d) => d.status === "failed")) {
+      await api(`/v1/webhooks/${subscription.id}/deliveries/${d.id}/retry`, { method: "POST" });
+    }
+    await refresh();
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function loadWebhooks() {
+  const page = await api("/v1/webhooks?limit=10");
+  const rows = await Promise.all(page.items.map(async (w) => {
+    const log = await api(`/v1/webhooks/${w.id}/deliveries?limit=50`);
+    const count = (status) => log.items.filter((d) => d.status === status).length;
+    const last = log.items.find((d) => d.attempts > 0);
+    const answer = !last ? "" : last.last_status_code
+      ? `${last.last_status_code}` : (last.last_error || "");
+    const actions = el("td", { class: "controls" });
+    if (count("failed") > 0 && w.enabled) {
+      actions.append(el("button", { type: "button", "data-action": "retry",
+        onclick: (event) => { event.stopPropagation(); retryFailed(w, log.items); } },
+      "Retry failed"));
+    }
+    const row = el("tr", { class: "openable", "data-id": w.id,
+      "data-delivered": count("delivered"), "data-pending": count("pending"),
+      "data-failed": count("failed") },
+      el("td", {}, receiverOf(w.url) + (w.description ? ` (${w.description})` : "")),
+      el("td", {}, w.events.join(", ")),
+      el("td", {}, w.enabled ? "enabled" : `disabled${w.disabled_reason ? `: ${w.disabled_reason}` : ""}`),
+      el("td", {}, count("delivered")), el("td", {}, count("pending")),
+      el("td", {}, count("failed")), el("td", {}, answer), actions);
+    row.addEventListener("click", () => showDetail(`Webhook to ${receiverOf(w.url)}`,
+      { ...w, url: receiverOf(w.url), deliveries: log.items }));
+    return row;
+  }));
+  fillTable("#webhooks", rows, 8, "no subscriptions");
+}
+
 async function loadRejected() {
   const page = await api("/v1/rejected?limit=10");
   const rows = page.items.map((r) => {
@@ -309,7 +354,7 @@ async function refresh() {
   clearTimeout(state.timer);
   try {
     await Promise.all([loadTimeline(), loadResults(), loadCampaigns(), loadOutcomes(),
-      loadCalls(), loadRejected()]);
+      loadCalls(), loadWebhooks(), loadRejected()]);
     showStatus(`updated ${new Date().toLocaleTimeString()}`);
     document.body.dataset.loaded = "true";
     state.timer = setTimeout(refresh, REFRESH_MS);
