@@ -8,7 +8,7 @@
 pub mod send;
 pub mod target;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +65,8 @@ struct Context {
     freed: Notify,
     /// Attempts that ended, to be recorded by the next round.
     ended: Mutex<Vec<(ClaimedDelivery, Attempt)>>,
+    /// Each enabled subscription's oldest pending delivery's age, as of the last round.
+    oldest_pending: Mutex<Vec<(Uuid, f64)>>,
     stopping: AtomicBool,
     sending: TaskTracker,
 }
@@ -84,6 +86,7 @@ impl Deliverer {
             settings,
             freed: Notify::new(),
             ended: Mutex::default(),
+            oldest_pending: Mutex::default(),
             stopping: AtomicBool::new(false),
             sending: TaskTracker::new(),
         });
@@ -94,6 +97,24 @@ impl Deliverer {
             pruner,
             context,
         }
+    }
+
+    /// `callhook_webhook_oldest_pending_seconds{subscription_id}` in the Prometheus text
+    /// format: a series for each enabled subscription as of the last round, and none for one
+    /// deleted (a gauge of the recorder would stay forever, one per subscription ever made).
+    pub fn oldest_pending_exposition(&self) -> String {
+        let ages = self.context.oldest_pending.lock().expect("not poisoned");
+        let mut text = String::from(
+            "# HELP callhook_webhook_oldest_pending_seconds Age of each enabled webhook \
+             subscription's oldest pending delivery.\n\
+             # TYPE callhook_webhook_oldest_pending_seconds gauge\n",
+        );
+        for (id, age) in ages.iter() {
+            text.push_str(&format!(
+                "callhook_webhook_oldest_pending_seconds{{subscription_id=\"{id}\"}} {age}\n"
+            ));
+        }
+        text
     }
 
     /// Stops claiming deliveries and waits for those being sent to be recorded. What a
@@ -111,10 +132,9 @@ impl Deliverer {
 
 async fn run(context: Arc<Context>) {
     let mut slots: HashMap<Uuid, Arc<Semaphore>> = HashMap::new();
-    let mut labelled: HashSet<Uuid> = HashSet::new();
     while !context.stopping.load(Ordering::Acquire) {
         let started = tokio::time::Instant::now();
-        let wait = match round(&context, &mut slots, &mut labelled).await {
+        let wait = match round(&context, &mut slots).await {
             Ok(wait) => wait,
             Err(err) => {
                 tracing::warn!(error = %err, "webhook deliveries could not be claimed; trying again");
@@ -166,12 +186,19 @@ async fn record_ended(context: &Context) -> Result<(), StoreError> {
 async fn round(
     context: &Arc<Context>,
     slots: &mut HashMap<Uuid, Arc<Semaphore>>,
-    labelled: &mut HashSet<Uuid>,
 ) -> Result<Duration, StoreError> {
     record_ended(context).await?;
     let targets = context.store.webhooks().delivery_targets().await?;
     let at = now();
-    gauge_oldest(&targets, at, labelled);
+    *context.oldest_pending.lock().expect("not poisoned") = targets
+        .iter()
+        .map(|t| {
+            let age = t.oldest_pending.map_or(0.0, |oldest| {
+                (at - oldest).to_std().unwrap_or_default().as_secs_f64()
+            });
+            (t.id, age)
+        })
+        .collect();
     slots.retain(|id, _| targets.iter().any(|t| t.id == *id));
     let mut wait = POLL;
     for target in targets {
@@ -281,23 +308,6 @@ fn attempt_of(
 
 fn count_ended(status: &'static str) {
     metrics::counter!("callhook_webhook_deliveries_total", "status" => status).increment(1);
-}
-
-/// Sets each enabled subscription's oldest pending age, and zero for those gone since.
-fn gauge_oldest(targets: &[Target], at: Timestamp, labelled: &mut HashSet<Uuid>) {
-    let current: HashSet<Uuid> = targets.iter().map(|t| t.id).collect();
-    for gone in labelled.difference(&current) {
-        metrics::gauge!("callhook_webhook_oldest_pending_seconds", "subscription_id" => gone.to_string())
-            .set(0.0);
-    }
-    for target in targets {
-        let age = target.oldest_pending.map_or(0.0, |oldest| {
-            (at - oldest).to_std().unwrap_or_default().as_secs_f64()
-        });
-        metrics::gauge!("callhook_webhook_oldest_pending_seconds", "subscription_id" => target.id.to_string())
-            .set(age);
-    }
-    *labelled = current;
 }
 
 async fn prune_every_period(context: Arc<Context>) {

@@ -556,6 +556,15 @@ async fn a_deleted_subscription_gets_nothing_more(backend: Backend) {
     subscribe(&app, &kept.url(), Some(&["outcome.updated"])).await;
     post_callback(&app, "CON-deleted-1", "busy").await;
     deleted.wait_for(1, ARRIVAL).await;
+    let series = format!(
+        "callhook_webhook_oldest_pending_seconds{{subscription_id=\"{}\"}}",
+        id(&doomed)
+    );
+    let started = Instant::now();
+    while !app.text("/metrics").await.contains(&series) {
+        assert!(started.elapsed() < ARRIVAL, "no {series}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let path = format!("/v1/webhooks/{}", id(&doomed));
     assert_eq!(delete(&app, &path).await.status(), 204);
     let before = deleted.deliveries().len();
@@ -574,6 +583,8 @@ async fn a_deleted_subscription_gets_nothing_more(backend: Backend) {
         before,
         "sent after its deletion"
     );
+    // Its gauge went with it: a series per subscription ever made would grow forever.
+    assert!(!app.text("/metrics").await.contains(&series));
     assert_problem(app.get(&format!("{path}/deliveries")).await, 404).await;
 }
 
