@@ -65,6 +65,7 @@ const SYNTAX: Syntax = Syntax {
     lock_rows: " FOR UPDATE",
     row_locks: true,
     skip_locked: " FOR UPDATE SKIP LOCKED",
+    db_now: "now()",
     bytewise: " COLLATE \"C\"",
 };
 

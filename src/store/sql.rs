@@ -138,6 +138,9 @@ pub(super) struct Syntax {
     /// What ends a `SELECT` that locks its rows, skipping those another transaction holds
     /// (nothing where one writer at a time holds the whole database).
     pub skip_locked: &'static str,
+    /// The database's own clock, where replicas on several hosts share it (empty where one
+    /// host holds the database, whose clock is the service's).
+    pub db_now: &'static str,
 }
 
 /// SQL text and the values bound to its placeholders, in order.
@@ -236,6 +239,31 @@ impl Sql {
         }
         self.push(&format!(" ORDER BY {instant} DESC, {key} DESC LIMIT "))
             .bind(i64::from(page.limit) + 1)
+    }
+
+    /// Appends the current time: the database's clock where it has one for every replica
+    /// (see [`Syntax::db_now`]), else `now` bound.
+    pub fn now(&mut self, now: Timestamp) -> &mut Self {
+        let db_now = self.syntax.db_now;
+        if db_now.is_empty() {
+            self.bind(now)
+        } else {
+            self.push(db_now)
+        }
+    }
+
+    /// Appends the current time plus `span`, as [`Sql::now`] reads it.
+    pub fn now_plus(&mut self, now: Timestamp, span: std::time::Duration) -> &mut Self {
+        let db_now = self.syntax.db_now;
+        if db_now.is_empty() {
+            self.bind(now + crate::domain::time::span(span))
+        } else {
+            self.push("(")
+                .push(db_now)
+                .push(" + make_interval(secs => ")
+                .bind(span.as_secs_f64())
+                .push("))")
+        }
     }
 
     /// Appends a `FROM` item named `t` holding rows given as columns (see [`Syntax::rows`]).

@@ -98,6 +98,7 @@ const SYNTAX: Syntax = Syntax {
     lock_rows: "",
     row_locks: false,
     skip_locked: "",
+    db_now: "",
     bytewise: "",
 };
 

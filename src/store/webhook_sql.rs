@@ -188,10 +188,11 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         if !subscription.boolean("enabled")? {
             return Ok(Retried::Disabled);
         }
-        let mut sql = D::sql(
-            "SELECT status, claimed_by, next_attempt_at FROM webhook_deliveries WHERE id = ",
-        );
-        sql.bind(delivery_id)
+        let mut sql =
+            D::sql("SELECT status, CASE WHEN claimed_by IS NOT NULL AND next_attempt_at > ");
+        sql.now(now)
+            .push(" THEN 1 ELSE 0 END AS leased FROM webhook_deliveries WHERE id = ")
+            .bind(delivery_id)
             .push(" AND subscription_id = ")
             .bind(subscription_id)
             .push(D::SYNTAX.lock_rows);
@@ -199,12 +200,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             return Ok(Retried::NotFound);
         };
         let pending = row.text("status")? == DeliveryStatus::Pending.as_str();
-        if pending
-            && row.opt_uuid("claimed_by")?.is_some()
-            && row
-                .opt_time("next_attempt_at")?
-                .is_some_and(|lease| lease > now)
-        {
+        if pending && row.int32("leased")? == 1 {
             return Ok(Retried::InFlight);
         }
         // A pending delivery is only brought forward; an ended one gets one attempt more.
@@ -258,7 +254,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         subscription_id: Uuid,
         limit: u32,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: std::time::Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         // A claimed delivery's next attempt is the end of its lease: should its holder die,
         // it is due again then, with nothing else to recover.
@@ -271,12 +267,12 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         );
         sql.bind(subscription_id)
             .push(" AND next_attempt_at <= ")
-            .bind(now)
+            .now(now)
             .push(" ORDER BY next_attempt_at LIMIT ")
             .bind(i64::from(limit))
             .push(D::SYNTAX.skip_locked)
             .push(") UPDATE webhook_deliveries SET next_attempt_at = ")
-            .bind(lease_until)
+            .now_plus(now, lease)
             .push(", claimed_by = ")
             .bind(claim)
             .push(", attempts = attempts + 1, updated_at = ")

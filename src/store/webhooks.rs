@@ -123,14 +123,16 @@ pub trait WebhookStore: Send + Sync {
 
     /// The enabled subscriptions, each with when its next delivery is due.
     async fn delivery_targets(&self) -> Result<Vec<Target>, StoreError>;
-    /// Claims up to `limit` of a subscription's due deliveries, oldest due first, each until
-    /// `lease_until`; deliveries another replica holds are skipped.
+    /// Claims up to `limit` of a subscription's due deliveries, oldest due first, each for
+    /// `lease`; deliveries another replica holds are skipped. Due and lease are read on the
+    /// database's clock where replicas share one (PostgreSQL), so that a replica whose own
+    /// clock runs ahead never takes over a lease still running.
     async fn claim_deliveries(
         &self,
         subscription_id: Uuid,
         limit: u32,
         now: Timestamp,
-        lease_until: Timestamp,
+        lease: std::time::Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
     /// Records attempts of claimed deliveries in one transaction; returns the deliveries
     /// recorded, leaving out those whose claim was lost meanwhile (the lease ended and another

@@ -217,11 +217,11 @@ async fn round(
         if free == 0 {
             continue;
         }
-        let lease_until = at + span(context.settings.timeout + LEASE_MARGIN);
+        let lease = context.settings.timeout + LEASE_MARGIN;
         let claimed = context
             .store
             .webhooks()
-            .claim_deliveries(target.id, free as u32, at, lease_until)
+            .claim_deliveries(target.id, free as u32, at, lease)
             .await?;
         let target = Arc::new(target);
         for delivery in claimed {

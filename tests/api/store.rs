@@ -292,3 +292,63 @@ async fn replicas_inferring_at_once_infer_each_call_once(backend: Backend) {
     let call = first.call(decided).await.unwrap().unwrap();
     assert_eq!(call.result.as_deref(), Some("busy"));
 }
+
+/// On PostgreSQL, replicas on several hosts read webhook leases on the database's clock: one
+/// whose own clock runs an hour behind still claims what is due, and one an hour ahead
+/// neither takes over the lease nor sees the delivery as idle for a manual retry. (SQLite's
+/// database is on the service's one host, whose clock is the service's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_leases_run_on_the_database_clock() {
+    use callhook::domain::webhook::NewSubscription;
+    use callhook::store::webhooks::{Retried, SubscriptionRecord};
+    use std::time::Duration;
+
+    let (url, _dir) = fresh_database(Backend::Postgres).await;
+    let store = callhook::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let subscription =
+        NewSubscription::parse(&serde_json::json!({"url": "https://crm.example.com/hooks"}))
+            .unwrap();
+    let record = SubscriptionRecord {
+        id: uuid::Uuid::now_v7(),
+        subscription: &subscription,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        now: now(),
+    };
+    store.webhooks().create_subscription(&record).await.unwrap();
+    store
+        .record_callbacks(&[event("CON-lease", "busy", 1)])
+        .await
+        .unwrap();
+
+    let lease = Duration::from_secs(60);
+    let behind = now() - chrono::Duration::hours(1);
+    let claimed = store
+        .webhooks()
+        .claim_deliveries(record.id, 10, behind, lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        1,
+        "a replica whose clock is behind claims what is due"
+    );
+    let ahead = now() + chrono::Duration::hours(1);
+    let again = store
+        .webhooks()
+        .claim_deliveries(record.id, 10, ahead, lease)
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "a replica whose clock is ahead took over a running lease"
+    );
+    assert_eq!(
+        store
+            .webhooks()
+            .retry_delivery(record.id, claimed[0].id, ahead)
+            .await
+            .unwrap(),
+        Retried::InFlight
+    );
+}
