@@ -9,7 +9,7 @@ use super::extract::{Json, QueryParams};
 use crate::domain::stats::{
     BucketWidth, MAX_BUCKETS, Stats, StatsWindow, Timeline, TimelineWindow,
 };
-use crate::domain::time::now;
+use crate::domain::time::{Timestamp, now};
 
 /// Outcome counts by status, call counts by state, and how many initiated calls got a
 /// failure callback or none yet. The window defaults to the last 24 hours.
@@ -34,13 +34,7 @@ pub async fn stats(
     State(state): State<AppState>,
     mut query: QueryParams,
 ) -> Result<Json<Stats>, ApiError> {
-    let until = query.timestamp("until").unwrap_or_else(now);
-    let since = query
-        .timestamp("since")
-        .unwrap_or(until - Duration::hours(24));
-    if since >= until {
-        query.reject("since", "must be before until");
-    }
+    let (since, until) = window(&mut query);
     let window = StatsWindow {
         since,
         until,
@@ -75,13 +69,7 @@ pub async fn timeline(
     State(state): State<AppState>,
     mut query: QueryParams,
 ) -> Result<Json<Timeline>, ApiError> {
-    let until = query.timestamp("until").unwrap_or_else(now);
-    let since = query
-        .timestamp("since")
-        .unwrap_or(until - Duration::hours(24));
-    if since >= until {
-        query.reject("since", "must be before until");
-    }
+    let (since, until) = window(&mut query);
     let width = match query.string("bucket") {
         None if until - since <= Duration::hours(6) => BucketWidth::Minute,
         None => BucketWidth::Hour,
@@ -103,4 +91,16 @@ pub async fn timeline(
     query.finish()?;
     let window = window.map_err(|buckets| ApiError::field("bucket", too_many(buckets)))?;
     Ok(Json(state.read(state.store.timeline(&window)).await?))
+}
+
+/// `since` and `until`: default the 24 hours up to now, and `since` before `until`.
+fn window(query: &mut QueryParams) -> (Timestamp, Timestamp) {
+    let until = query.timestamp("until").unwrap_or_else(now);
+    let since = query
+        .timestamp("since")
+        .unwrap_or(until - Duration::hours(24));
+    if since >= until {
+        query.reject("since", "must be before until");
+    }
+    (since, until)
 }

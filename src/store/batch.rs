@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::domain::callback::Callback;
-use crate::domain::time::{Timestamp, from_micros, to_micros};
+use crate::domain::stats::BucketWidth;
+use crate::domain::time::Timestamp;
 
 /// The order in which events compete for their outcome: the greatest wins. The same rule
 /// holds across batches (see the outcome upsert), so any split into batches and any arrival
@@ -110,30 +111,35 @@ pub(super) enum Width {
 }
 
 impl Width {
-    fn micros(self) -> i64 {
+    /// The same width as the API names it, which does the arithmetic.
+    fn bucket(self) -> BucketWidth {
         match self {
-            Self::Hour => 3_600_000_000,
-            Self::Minute => 60_000_000,
+            Self::Hour => BucketWidth::Hour,
+            Self::Minute => BucketWidth::Minute,
         }
     }
 
     /// How the counts table keys the width: its length in minutes.
     pub fn minutes(self) -> i64 {
-        self.micros() / 60_000_000
+        self.bucket().seconds() / 60
     }
 
     /// The start of the bucket `at` falls in.
     pub fn floor(self, at: Timestamp) -> Timestamp {
-        from_micros(to_micros(&at).div_euclid(self.micros()) * self.micros())
+        self.bucket().floor(at)
     }
 
     /// The start of the first bucket that begins at or after `at`.
     pub fn ceil(self, at: Timestamp) -> Timestamp {
-        let floor = self.floor(at);
-        if floor == at {
-            floor
-        } else {
-            from_micros(to_micros(&floor) + self.micros())
+        self.bucket().ceil(at)
+    }
+}
+
+impl From<BucketWidth> for Width {
+    fn from(width: BucketWidth) -> Self {
+        match width {
+            BucketWidth::Hour => Self::Hour,
+            BucketWidth::Minute => Self::Minute,
         }
     }
 }

@@ -9,8 +9,7 @@ use super::dialect::Dialect;
 use super::sql::{Columns, Sql};
 use crate::domain::call::PENDING;
 use crate::domain::stats::{
-    BucketWidth, FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow, Timeline, TimelineBucket,
-    TimelineWindow,
+    FAILURE_STATUSES, InitiatedStats, Stats, StatsWindow, Timeline, TimelineBucket, TimelineWindow,
 };
 use crate::domain::time::Timestamp;
 
@@ -114,10 +113,7 @@ pub(super) async fn timeline<D: Dialect>(
     db: &D,
     window: &TimelineWindow,
 ) -> Result<Timeline, StoreError> {
-    let width = match window.width {
-        BucketWidth::Minute => Width::Minute,
-        BucketWidth::Hour => Width::Hour,
-    };
+    let width = Width::from(window.width);
     let mut sql = D::sql(
         "SELECT bucket, status, CAST(sum(count) AS BIGINT) AS n FROM outcome_counts \
          WHERE minutes = ",
